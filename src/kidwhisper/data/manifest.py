@@ -1,0 +1,134 @@
+"""The JSONL manifest every stage reads: one line per clip.
+
+A line looks like::
+
+    {"id": "000030012", "audio": "clips/000030012.flac", "duration": 3.52,
+     "text": "MARK IS GOING TO SEE ELEPHANT", "speaker": "0003", "age": 6, "gender": "m",
+     "source": {"path": "/abs/original.flac", "start": 0.0, "end": 3.52}}
+
+``audio`` is relative to the manifest's directory (absolute paths are accepted too); unknown fields are
+``null``. Manifests are written atomically (temp file + rename) so a crash never leaves half a manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file, the line and the fix."""
+
+
+@dataclass
+class Clip:
+    """One utterance: a 16 kHz mono audio file and its transcript."""
+
+    id: str
+    audio: str  # path relative to the manifest directory (or absolute)
+    duration: float  # seconds
+    text: str
+    speaker: str | None = None
+    age: float | None = None  # years
+    gender: str | None = None  # "m" | "f" | other free text
+    source: dict[str, Any] | None = None  # original file and start/end in it
+    extra: dict[str, Any] = field(default_factory=dict)  # any further fields, kept round-trip
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        d.update(extra)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Clip:
+        known = {"id", "audio", "duration", "text", "speaker", "age", "gender", "source"}
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(
+            id=str(d["id"]),
+            audio=str(d["audio"]),
+            duration=float(d["duration"]),
+            text=str(d["text"]),
+            speaker=None if d.get("speaker") is None else str(d["speaker"]),
+            age=None if d.get("age") is None else float(d["age"]),
+            gender=d.get("gender"),
+            source=d.get("source"),
+            extra=extra,
+        )
+
+
+def resolve_manifest_path(path: str | Path) -> Path:
+    """A manifest file, or a directory holding ``manifest.jsonl``."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / MANIFEST_NAME
+    if not p.exists():
+        raise ManifestError(f"{path}: manifest not found; create one with `kidwhisper prepare INPUT OUTPUT_DIR` "
+                            f"and pass OUTPUT_DIR or OUTPUT_DIR/{MANIFEST_NAME}")
+    return p
+
+
+def read_manifest(path: str | Path) -> list[Clip]:
+    """Read a JSONL manifest (file or directory). Raises ManifestError naming the bad line."""
+    p = resolve_manifest_path(path)
+    clips: list[Clip] = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                clips.append(Clip.from_json(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ManifestError(f"{p}:{lineno}: bad manifest line ({e!r}); each line must be a JSON "
+                                    f"object with at least id, audio, duration, text") from e
+    ids = [c.id for c in clips]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise ManifestError(f"{p}: duplicate clip ids {dup}; ids must be unique")
+    return clips
+
+
+def audio_path(clip: Clip, manifest_path: str | Path) -> Path:
+    """Absolute path of a clip's audio, resolving relative paths against the manifest's directory."""
+    p = Path(clip.audio)
+    if p.is_absolute():
+        return p
+    base = Path(manifest_path)
+    base = base if base.is_dir() else base.parent
+    return (base / p).resolve()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
+    """Write clips as JSONL atomically. Returns the path written."""
+    text = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in clips)
+    atomic_write_text(path, text)
+    return Path(path)
+
+
+def manifest_hash(path: str | Path) -> str:
+    """sha256 of the manifest file's bytes (recorded with every result)."""
+    return hashlib.sha256(resolve_manifest_path(path).read_bytes()).hexdigest()

