@@ -1,0 +1,100 @@
+"""Batched Whisper decoding done right: language forced, task transcribe, no timestamps, greedy.
+
+This is the one place that turns audio into text with a PyTorch model; ``evaluate``, ``train`` (dev WER)
+and ``transcribe`` all call it, so they decode the same way. The front end is Hugging Face's
+``WhisperFeatureExtractor`` (audio padded to 30 s, then log-mel), used for training too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kidwhisper.audio import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS = 224  # Whisper's own sample_len default (n_text_ctx // 2): a bound on runaway loops
+
+
+@dataclass
+class Decoded:
+    text: str
+    n_tokens: int  # generated text tokens (specials excluded)
+    language: str | None  # the language token the decoder used, e.g. "en"
+    truncated: bool  # stopped by the token budget, not by <|endoftext|>
+
+
+def is_multilingual(model) -> bool:
+    return bool(getattr(model.generation_config, "is_multilingual", False))
+
+
+def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    return feats.to(device=device, dtype=dtype)
+
+
+@torch.inference_mode()
+def decode_batch(model, processor, audios: list[np.ndarray], language: str | None = "en",
+                 max_new_tokens: int | list[int] = MAX_NEW_TOKENS, num_beams: int = 1) -> list[Decoded]:
+    """Decode one batch of 16 kHz mono arrays.
+
+    ``language``: an ISO code to force (default ``en``) or ``None``/``"auto"`` to let a multilingual
+    model detect it (the broken setup, reproduced on purpose). English-only models ignore it.
+    ``max_new_tokens`` may be a per-clip list (a duration-based guard); the batch uses its max and each
+    output is cut to its own budget.
+    """
+    param = next(model.parameters())
+    feats = features(processor, audios, param.device, param.dtype)
+    budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
+    kwargs: dict = dict(do_sample=False, num_beams=num_beams, return_timestamps=False,
+                        max_new_tokens=max(budgets), return_dict_in_generate=True)
+    gen = model.generation_config
+    saved_language = getattr(gen, "language", None)
+    if is_multilingual(model):
+        kwargs["task"] = "transcribe"
+        auto = not language or language == "auto"
+        # The saved generation config defaults to English; "auto" must really let the model guess.
+        gen.language = None if auto else language
+    try:
+        seqs = model.generate(input_features=feats, **kwargs).sequences
+    finally:
+        gen.language = saved_language
+    tok = processor.tokenizer
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    results = []
+    for row, budget in zip(seqs.tolist(), budgets, strict=True):
+        lang = None
+        for t in row[:4]:
+            s = tok.convert_ids_to_tokens(t)
+            if s and s.startswith("<|") and s.endswith("|>") and 2 <= len(s) - 4 <= 3 and s[2:-2].isalpha():
+                lang = s[2:-2]
+        text_ids = [t for t in row if t < eot]
+        ended = eot in row[1:]
+        truncated = len(text_ids) > budget or not ended
+        text_ids = text_ids[:budget]
+        results.append(Decoded(tok.decode(text_ids, skip_special_tokens=True).strip(), len(text_ids), lang, truncated))
+    return results
+
+
+def transcribe_arrays(model, processor, audios: list[np.ndarray], language: str | None = "en",
+                      batch_size: int = 16, max_new_tokens: int | list[int] = MAX_NEW_TOKENS,
+                      num_beams: int = 1, progress: bool = True) -> list[Decoded]:
+    """Decode many clips in batches of similar length (order of the input is kept)."""
+    budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    results: list[Decoded | None] = [None] * len(audios)
+    bar = tqdm(total=len(audios), desc="decoding", unit="clip", disable=not progress)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = decode_batch(model, processor, [audios[i] for i in idx], language,
+                             [budgets[i] for i in idx], num_beams)
+        for i, d in zip(idx, batch, strict=True):
+            results[i] = d
+        bar.update(len(idx))
+    bar.close()
+    return results  # type: ignore[return-value]
