@@ -24,9 +24,13 @@ MAX_NEW_TOKENS = 224  # Whisper's own sample_len default (n_text_ctx // 2): a bo
 @dataclass
 class Decoded:
     text: str
-    n_tokens: int  # generated text tokens (specials excluded)
+    tokens: list[int]  # generated text token ids (specials excluded)
     language: str | None  # the language token the decoder used, e.g. "en"
     truncated: bool  # stopped by the token budget, not by <|endoftext|>
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
 
 
 def is_multilingual(model) -> bool:
@@ -77,7 +81,7 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
         ended = eot in row[1:]
         truncated = len(text_ids) > budget or not ended
         text_ids = text_ids[:budget]
-        results.append(Decoded(tok.decode(text_ids, skip_special_tokens=True).strip(), len(text_ids), lang, truncated))
+        results.append(Decoded(tok.decode(text_ids, skip_special_tokens=True).strip(), text_ids, lang, truncated))
     return results
 
 

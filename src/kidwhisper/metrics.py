@@ -391,7 +391,7 @@ def breakdown(
     ``meta[key]`` (``"speaker"``, ``"age"``, ``"gender"``...); a missing value is the group ``"unknown"``.
 
     Group entry keys: ``n_utts, n_scored, n_speakers, ref_words, substitutions, deletions, insertions,
-    wer, ci_low, ci_high`` (``None`` for groups with fewer than 2 speakers), ``<name>_wer`` for every other
+    wer, ci_low, ci_high`` (``None`` for a group of one speaker), ``<name>_wer`` for every other
     normalizer (e.g. ``digits_wer``), ``n_hallucinations``.
     """
     groups = _speaker_groups(items)
@@ -406,17 +406,17 @@ def breakdown(
             [s.words.get(HEADLINE) for s in scores], [groups[i] for i in idx], "wer", "ref_words",
             n_boot, seed, alpha,
         )
-        speakers = {groups[i] for i in idx if groups[i][0] == "speaker"}
+        units = {groups[i] for i in idx}  # speakers (utterances where the speaker is unknown)
         entry: dict[str, Any] = {
             "n_utts": len(idx),
             "n_scored": head["n_utts"],
-            "n_speakers": len(speakers),
+            "n_speakers": sum(u[0] == "speaker" for u in units),
             **{k: head[k] for k in ("ref_words", "substitutions", "deletions", "insertions", "wer")},
-            "ci_low": head["ci_low"] if len(speakers) >= 2 else None,
-            "ci_high": head["ci_high"] if len(speakers) >= 2 else None,
+            "ci_low": head["ci_low"] if len(units) >= 2 else None,
+            "ci_high": head["ci_high"] if len(units) >= 2 else None,
         }
         for other in sorted({n for s in scores for n in s.words} - {HEADLINE}):
-            entry[f"{other}_wer"] = sum_counts(s.words[other] for s in scores if s.words.get(other)).wer
+            entry[f"{other}_wer"] = sum_counts(c for s in scores if (c := s.words.get(other)) is not None).wer
         entry["n_hallucinations"] = sum(s.hallucination for s in scores)
         out[name] = entry
     return out

@@ -1,0 +1,460 @@
+"""``kidwhisper prepare``: any supported corpus layout -> 16 kHz mono clips + a JSONL manifest + a report.
+
+Steps: read the layout (:mod:`kidwhisper.data.readers`), check ids and transcripts in this process, then
+convert audio in worker processes (one task per clip, or per recording for segmented layouts, so a long
+recording is opened once), and write::
+
+    OUTPUT_DIR/manifest.jsonl        one line per kept clip (see kidwhisper.data.manifest)
+    OUTPUT_DIR/clips/<id>.flac       16 kHz mono 16-bit (or .wav with audio_format="wav")
+    OUTPUT_DIR/prepare_report.json   counts, skips by reason (with files/ids), fixes by kind, hours, speakers, ages
+    OUTPUT_DIR/prepare_config.json   the resolved PrepareConfig
+
+Every bad utterance is either fixed and counted (``fixes``) or skipped with its reason (``skipped``),
+never silently dropped. Policies:
+
+* duplicate ids: the first occurrence is kept, later ones are skipped ("duplicate id"); ids are first made
+  file-name safe (characters other than letters, digits, ``._-`` become ``_``, counted as a fix);
+* transcripts are NFC-normalised and whitespace is collapsed; control, zero-width/format, private-use and
+  U+FFFD characters cannot be meant as speech and are removed (a fix) - an empty result is a skip;
+* stereo is averaged to mono and other rates are resampled (fixes); silent (peak < 1e-4), zero-length,
+  too short or too long clips are skipped;
+* re-running into the same OUTPUT_DIR overwrites clips and deletes clips the new manifest does not list.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import unicodedata
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
+from kidwhisper.data.manifest import MANIFEST_NAME, Clip, atomic_write_text, read_manifest, write_manifest
+from kidwhisper.data.readers import FORMATS, InputError, RawItem, Skip, read_input
+from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "prepare_report.json"
+CONFIG_NAME = "prepare_config.json"
+CLIPS_DIR = "clips"
+SILENCE_PEAK = 1e-4  # full scale = 1.0; below this peak (about 3 LSB of 16-bit audio) a clip is silent
+LIST_LIMIT = 1000  # ids/files listed per reason or fix in the report (the counts are always complete)
+
+REASON_DUPLICATE = "duplicate id"
+REASON_EMPTY_TEXT = "empty transcript"
+REASON_UNREPRESENTABLE = "transcript has only unrepresentable characters"
+REASON_MISSING_AUDIO = "audio file not found"
+REASON_UNREADABLE = "unreadable or corrupt audio"
+REASON_ZERO_LENGTH = "zero-length audio"
+REASON_SILENT = "silent audio"
+REASON_TOO_SHORT = "too short"
+
+FIX_NFC = "text NFC-normalized"
+FIX_TEXT_CLEANED = "text cleaned (unrepresentable characters removed)"
+FIX_ID_SAFE = "id made file-name safe"
+FIX_RESAMPLED = "resampled"
+FIX_DOWNMIXED = "downmixed"
+FIX_PEAKS_CLIPPED = "peaks clipped to full scale"
+
+HINTS = {  # the fix to suggest for each skip reason (in the report)
+    REASON_DUPLICATE: "give every utterance a unique id",
+    REASON_EMPTY_TEXT: "write the transcript, or remove the utterance",
+    REASON_UNREPRESENTABLE: "write the transcript in plain text",
+    REASON_MISSING_AUDIO: "fix the path (relative paths are resolved against the data dir / manifest)",
+    REASON_UNREADABLE: "re-export the file as WAV/FLAC (e.g. `ffmpeg -i in out.wav`)",
+    REASON_ZERO_LENGTH: "remove the utterance or fix its times",
+    REASON_SILENT: "check the recording (all zeros or near silence)",
+    REASON_TOO_SHORT: "lower --min-duration if such short clips are wanted",
+}
+TOO_LONG_HINT = "split long recordings with a segments/TextGrid file; for segment layouts shorten the segment"
+
+
+class PrepareError(ValueError):
+    """The input cannot be read, or nothing usable remains; the message names the file and the fix."""
+
+
+@dataclass
+class PrepareConfig:
+    """Options of ``kidwhisper prepare`` (each field is the flag of the same name)."""
+
+    format: Literal["auto", "kaldi", "manifest", "sidecar", "segments"] = "auto"  # corpus layout
+    min_duration: float = 0.3  # seconds; shorter clips are skipped ("too short")
+    max_duration: float = MAX_CLIP_SECONDS  # seconds; longer clips are skipped; at most Whisper's 30 s window
+    jobs: int = 0  # worker processes for audio conversion, 0 = all available cores
+    audio_format: Literal["flac", "wav"] = "flac"  # clip files, both 16 kHz mono 16-bit
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.format not in ("auto", *FORMATS):
+            raise ValueError(f"`--format` must be one of auto, {', '.join(FORMATS)}; got {self.format!r}")
+        if not 0 < self.max_duration <= MAX_CLIP_SECONDS:
+            raise ValueError(f"`--max-duration` must be in (0, {MAX_CLIP_SECONDS:g}] seconds (Whisper's window is "
+                             f"{MAX_CLIP_SECONDS:g} s); got {self.max_duration}")
+        if not 0 <= self.min_duration < self.max_duration:
+            raise ValueError(f"`--min-duration` must be >= 0 and below `--max-duration` ({self.max_duration:g} s); "
+                             f"got {self.min_duration}")
+        if self.jobs < 0:
+            raise ValueError(f"`--jobs` must be >= 0 (0 = all cores); got {self.jobs}")
+        if self.audio_format not in ("flac", "wav"):
+            raise ValueError(f"`--audio-format` must be flac or wav; got {self.audio_format!r}")
+
+
+# --------------------------------------------------------------------------- transcripts and ids
+
+
+def _unrepresentable(ch: str) -> bool:
+    """Control, format (zero-width, BOM, bidi marks), private-use, surrogate, unassigned, or U+FFFD."""
+    return ch == "\ufffd" or unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Cn")
+
+
+def clean_transcript(text: str) -> tuple[str, list[str]]:
+    """NFC-normalise, drop characters no speaker says (see :func:`_unrepresentable`), collapse whitespace.
+
+    Returns (clean text, fixes applied). Whitespace collapsing alone is not counted as a fix.
+    """
+    fixes = []
+    normal = unicodedata.normalize("NFC", text)
+    if normal != text:
+        fixes.append(FIX_NFC)
+    kept = "".join(" " if ch.isspace() else ch for ch in normal if ch.isspace() or not _unrepresentable(ch))
+    if len(kept) != len(normal):
+        fixes.append(FIX_TEXT_CLEANED)
+    return " ".join(kept.split()), fixes
+
+
+_UNSAFE_ID = re.compile(r"[^\w.-]+")
+
+
+def safe_id(utt: str) -> str:
+    """An id usable as a file name: runs of other characters -> "_", no leading dot."""
+    safe = _UNSAFE_ID.sub("_", utt)
+    return "_" + safe[1:] if safe.startswith(".") else safe or "_"
+
+
+# --------------------------------------------------------------------------- audio (worker processes)
+
+
+@dataclass
+class _Job:
+    id: str
+    start: float | None
+    end: float | None
+    text: str
+
+
+@dataclass
+class _Task:
+    audio: str
+    segmented: bool  # cut start..end from a recording (checked with segment_recording)
+    jobs: list[_Job]
+
+
+@dataclass(frozen=True)
+class _Settings:
+    clips_dir: str
+    audio_format: str
+    min_duration: float
+    max_duration: float
+
+
+@dataclass
+class _Outcome:
+    id: str
+    reason: str | None = None  # None = written
+    detail: str = ""
+    duration: float = 0.0
+    start: float = 0.0  # in the source recording, seconds
+    end: float = 0.0
+    fixes: list[str] = field(default_factory=list)
+
+
+class _Source:
+    """An audio file opened once: soundfile reads regions on demand; other formats are decoded whole."""
+
+    def __init__(self, path: Path):
+        import soundfile as sf
+
+        self.path, self.data = path, None
+        try:
+            info = sf.info(str(path))
+            self.rate, self.frames, self.channels = info.samplerate, info.frames, info.channels
+        except Exception:  # noqa: BLE001 - not for libsndfile: PyAV decodes it (or raises AudioError)
+            self.data, self.rate = read_audio(path)
+            self.frames, self.channels = self.data.shape
+        self.duration = self.frames / self.rate if self.rate else 0.0
+
+    def read(self, start: float, end: float | None) -> np.ndarray:
+        if self.data is None:
+            return read_audio(self.path, start, end)[0]
+        last = None if end is None else to_samples(end, self.rate)
+        return self.data[to_samples(start, self.rate):last]
+
+
+def _cut(source: _Source, cid: str, start: float, end: float | None, fixes: list[str], s: _Settings,
+         segmented: bool) -> _Outcome:
+    src_end = source.duration if end is None else end
+    if source.frames == 0 or src_end - start <= 0:
+        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} has no samples in {start:.3f}-{src_end:.3f} s")
+    if not segmented and src_end - start > s.max_duration + 1.0 / SAMPLE_RATE:  # decide before decoding
+        return _Outcome(cid, too_long_reason(s.max_duration),
+                        f"{src_end - start:.1f} s; split it with a segments/TextGrid file")
+    try:
+        data = source.read(start, end)
+    except AudioError as e:
+        return _Outcome(cid, REASON_UNREADABLE, str(e))
+    audio = to_mono_16k(data, source.rate)
+    if source.rate != SAMPLE_RATE:
+        fixes.append(FIX_RESAMPLED)
+    if data.ndim == 2 and data.shape[1] > 1:
+        fixes.append(FIX_DOWNMIXED)
+    duration = len(audio) / SAMPLE_RATE
+    if len(audio) == 0:
+        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} decodes to no samples")
+    if duration < s.min_duration:
+        return _Outcome(cid, REASON_TOO_SHORT, f"{duration:.3f} s < --min-duration {s.min_duration:g} s")
+    if len(audio) > to_samples(s.max_duration, SAMPLE_RATE):
+        hint = "shorten or split the segment" if segmented else "split it with a segments/TextGrid file"
+        return _Outcome(cid, too_long_reason(s.max_duration), f"{duration:.1f} s; {hint}")
+    peak = float(np.abs(audio).max())
+    if peak < SILENCE_PEAK:
+        return _Outcome(cid, REASON_SILENT, f"peak {peak:.2g} < {SILENCE_PEAK:g} of full scale")
+    if peak > 1.0:
+        fixes.append(FIX_PEAKS_CLIPPED)
+    pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)  # exact for 16-bit input
+    _write_clip(Path(s.clips_dir) / f"{cid}.{s.audio_format}", pcm, s.audio_format)
+    return _Outcome(cid, None, "", round(duration, 6), round(start, 6), round(start + duration, 6), fixes)
+
+
+def _write_clip(path: Path, pcm: np.ndarray, audio_format: str) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), pcm, SAMPLE_RATE, format=audio_format.upper(), subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def _convert_task(task: _Task, settings: _Settings) -> list[_Outcome]:
+    """One source file -> one outcome per job (runs in a worker process)."""
+    try:
+        source = _Source(Path(task.audio))
+    except AudioError as e:
+        return [_Outcome(job.id, REASON_UNREADABLE, str(e)) for job in task.jobs]
+    if not task.segmented:
+        return [_cut(source, job.id, 0.0, None, [], settings, False) for job in task.jobs]
+    segments = [Segment(job.start or 0.0, source.duration if job.end is None else job.end, job.text, id=job.id)
+                for job in task.jobs]
+    specs, seg_skips = segment_recording(Path(task.audio).stem, source.duration, segments, settings.max_duration)
+    outcomes = [_Outcome(k.id, k.reason, k.detail) for k in seg_skips]
+    outcomes += [_cut(source, spec.id, spec.start, spec.end, list(spec.fixes), settings, True) for spec in specs]
+    return outcomes
+
+
+def _workers(jobs: int, n_tasks: int) -> int:
+    if jobs == 0:
+        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(jobs, n_tasks))
+
+
+def _run(tasks: list[_Task], settings: _Settings, config: PrepareConfig) -> tuple[list[_Outcome], int]:
+    workers = _workers(config.jobs, len(tasks))
+    convert = partial(_convert_task, settings=settings)
+    outcomes: list[_Outcome] = []
+    with tqdm(total=sum(len(t.jobs) for t in tasks), unit="clip", desc="prepare",
+              disable=not config.progress) as bar:
+        if workers == 1:
+            results = map(convert, tasks)
+        else:
+            pool = ProcessPoolExecutor(workers)
+            results = pool.map(convert, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
+        try:
+            for result in results:
+                outcomes += result
+                bar.update(len(result))
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
+    return outcomes, workers
+
+
+# --------------------------------------------------------------------------- prepare
+
+
+def _check_items(items: list[RawItem], skips: list[Skip], fixes: dict[str, list[str]]) -> list[RawItem]:
+    """Ids, transcripts and audio existence, checked in this process; returns the usable items."""
+    first: dict[str, str] = {}
+    exists: dict[Path, bool] = {}
+    usable = []
+    for item in items:
+        utt = safe_id(item.id)
+        if utt != item.id:
+            fixes[FIX_ID_SAFE].append(item.id)
+            item.id = utt
+        if utt in first:
+            skips.append(Skip(REASON_DUPLICATE, item.origin, f"first used at {first[utt]}", utt))
+            continue
+        first[utt] = item.origin
+        text, text_fixes = clean_transcript(item.text)
+        if not text:
+            reason = REASON_UNREPRESENTABLE if item.text.strip() else REASON_EMPTY_TEXT
+            skips.append(Skip(reason, item.origin, f"{item.text[:40]!r}", utt))
+            continue
+        for kind in text_fixes:
+            fixes[kind].append(utt)
+        item.text = text
+        if item.audio not in exists:
+            exists[item.audio] = item.audio.is_file()
+        if not exists[item.audio]:
+            skips.append(Skip(REASON_MISSING_AUDIO, str(item.audio), f"listed at {item.origin}", utt))
+            continue
+        usable.append(item)
+    return usable
+
+
+def _tasks(items: list[RawItem]) -> list[_Task]:
+    """Whole-file items -> one task each; items with start/end -> one task per recording."""
+    tasks: list[_Task] = []
+    recordings: dict[Path, _Task] = {}
+    for item in items:
+        job = _Job(item.id, item.start, item.end, item.text)
+        if item.start is None and item.end is None:
+            tasks.append(_Task(str(item.audio), False, [job]))
+        elif item.audio in recordings:
+            recordings[item.audio].jobs.append(job)
+        else:
+            recordings[item.audio] = _Task(str(item.audio), True, [job])
+            tasks.append(recordings[item.audio])
+    return tasks
+
+
+def _remove_stale(clips_dir: Path, keep: set[str]) -> int:
+    removed = 0
+    for path in clips_dir.iterdir():
+        stale = path.suffix in (".flac", ".wav") and path.name not in keep
+        if path.is_file() and (stale or path.name.endswith(".tmp")):
+            path.unlink()
+            removed += 1
+    return removed
+
+
+def _count(values: list[str], durations: list[float] | None = None) -> dict[str, float]:
+    if durations is None:
+        return dict(sorted(Counter(values).items()))
+    totals: dict[str, float] = defaultdict(float)
+    for value, seconds in zip(values, durations, strict=True):
+        totals[value] += seconds / 60
+    return {k: round(v, 2) for k, v in sorted(totals.items())}
+
+
+def _report(input_path: Path, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
+            fixes: dict[str, list[str]], config: PrepareConfig, workers: int, out: Path) -> dict:
+    by_reason: dict[str, dict] = {}
+    for skip in skips:
+        entry = by_reason.setdefault(skip.reason, {"count": 0, "fix": HINTS.get(skip.reason, TOO_LONG_HINT
+                                                   if skip.reason.startswith("longer than") else ""), "items": []})
+        entry["count"] += 1
+        if len(entry["items"]) < LIST_LIMIT:
+            entry["items"].append({"id": skip.id, "file": skip.file, "detail": skip.detail})
+    seconds = sum(c.duration for c in clips)
+    speakers = [c.speaker if c.speaker is not None else "unknown" for c in clips]
+    durations = [c.duration for c in clips]
+    return {
+        "input": {"path": str(input_path), "format": fmt, "utterances": n_input,
+                  "recordings": len({i.audio for i in items})},
+        "kept": len(clips),
+        "skipped": {"total": len(skips), "by_reason": dict(sorted(by_reason.items()))},
+        "fixes": {k: {"count": len(v), "ids": v[:LIST_LIMIT]} for k, v in sorted(fixes.items())},
+        "duration": {"hours": round(seconds / 3600, 4), "minutes": round(seconds / 60, 2),
+                     "seconds": round(seconds, 3)},
+        "speakers": {"count": len({c.speaker for c in clips if c.speaker is not None}),
+                     "clips": _count(speakers), "minutes": _count(speakers, durations)},
+        "ages": _count(["unknown" if c.age is None else f"{c.age:g}" for c in clips]),
+        "genders": _count(["unknown" if c.gender is None else c.gender for c in clips]),
+        "config": asdict(config),
+        "workers": workers,
+        "outputs": {"manifest": str(out / MANIFEST_NAME), "clips": str(out / CLIPS_DIR),
+                    "report": str(out / REPORT_NAME), "config": str(out / CONFIG_NAME)},
+    }
+
+
+def _log_skips(skips: list[Skip]) -> None:
+    shown: Counter[str] = Counter()
+    for skip in skips:
+        shown[skip.reason] += 1
+        if shown[skip.reason] <= 5:
+            log.warning("skipped %s (%s): %s; %s", skip.id or "-", skip.file, skip.reason, skip.detail)
+        elif shown[skip.reason] == 6:
+            log.warning("more skipped for %r; all are listed in %s", skip.reason, REPORT_NAME)
+
+
+def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | None = None) -> dict:
+    """Convert a corpus (Kaldi dir, manifest, sidecar tree or recordings with segments) into OUTPUT_DIR.
+
+    Returns the report (also written to ``OUTPUT_DIR/prepare_report.json``). Raises PrepareError when the
+    input is missing/unreadable/of unknown layout, or when no clip survives the checks.
+    """
+    config = config or PrepareConfig()
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"{out}: output exists and is not a directory; pass a directory for OUTPUT_DIR")
+    try:
+        fmt, items, skips = read_input(input, config.format)
+    except InputError as e:
+        raise PrepareError(str(e)) from e
+    except OSError as e:
+        raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
+    n_input = len(items) + len(skips)
+    fixes: dict[str, list[str]] = defaultdict(list)
+    usable = _check_items(items, skips, fixes)
+
+    clips_dir = out / CLIPS_DIR
+    clips_dir.mkdir(parents=True, exist_ok=True)
+    settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
+    outcomes, workers = _run(_tasks(usable), settings, config)
+
+    by_id = {o.id: o for o in outcomes}
+    clips: list[Clip] = []
+    for item in usable:
+        o = by_id[item.id]
+        if o.reason is not None:
+            skips.append(Skip(o.reason, str(item.audio), o.detail, item.id))
+            continue
+        for kind in o.fixes:
+            fixes[kind].append(item.id)
+        clips.append(Clip(item.id, f"{CLIPS_DIR}/{item.id}.{config.audio_format}", o.duration, item.text,
+                          item.speaker, item.age, item.gender,
+                          {"path": str(item.audio), "start": o.start, "end": o.end}))
+    _remove_stale(clips_dir, {Path(c.audio).name for c in clips})
+    resolved = replace(config, format=fmt)  # type: ignore[arg-type]
+    report = _report(Path(input).expanduser().resolve(), fmt, n_input, items, clips, skips, fixes, resolved,
+                     workers, out)
+    _log_skips(skips)
+    reasons = ", ".join(f"{r}: {e['count']}" for r, e in report["skipped"]["by_reason"].items()) or "none"
+    atomic_write_text(out / REPORT_NAME, _json(report))
+    atomic_write_text(out / CONFIG_NAME, _json(asdict(resolved)))
+    if not clips:
+        (out / MANIFEST_NAME).unlink(missing_ok=True)
+        first = skips[0] if skips else None
+        example = f"; e.g. {first.file}: {first.reason} ({first.detail})" if first else ""
+        raise PrepareError(f"{input}: no usable clips among {n_input} utterances (skipped: {reasons}){example}; "
+                           f"see {out / REPORT_NAME} for every file and its fix")
+    write_manifest(clips, out / MANIFEST_NAME)
+    read_manifest(out / MANIFEST_NAME)  # validate what was written (parses, unique ids)
+    log.info("prepare: kept %d of %d utterances (%.1f min, %d speakers) -> %s; skipped: %s", len(clips), n_input,
+             report["duration"]["minutes"], report["speakers"]["count"], out / MANIFEST_NAME, reasons)
+    return report
+
+
+def _json(obj: object) -> str:
+    import json
+
+    return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
