@@ -28,7 +28,14 @@ import torch
 from kidwhisper import __version__
 from kidwhisper.audio import load_audio
 from kidwhisper.config import save_config
-from kidwhisper.data.manifest import Clip, ManifestError, atomic_write_text, audio_path, manifest_hash, read_manifest
+from kidwhisper.data.manifest import (
+    Clip,
+    ManifestError,
+    atomic_write_text,
+    audio_path,
+    manifest_hash,
+    read_manifest,
+)
 from kidwhisper.decode import MAX_NEW_TOKENS, transcribe_arrays
 from kidwhisper.metrics import score_utterance, summarize
 from kidwhisper.models.load import load_model

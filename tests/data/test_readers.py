@@ -32,7 +32,7 @@ def _touch(path: Path, content: bytes | str = b"") -> Path:
 def _kaldi_dir(tmp_path: Path) -> Path:
     d = tmp_path / "kaldi"
     _touch(d / "text", "u1 HELLO WORLD\nu2 GOOD MORNING\nu3 \xe9t\xe9\n".encode("latin-1")
-           + "u4 PIPED\nu5 NOT IN SCP\n".encode())
+           + b"u4 PIPED\nu5 NOT IN SCP\n")
     _touch(d / "wav.scp", f"u1 audio/u1.flac\nu2 {tmp_path}/abs/u2.wav\nu3 audio/u3.flac\n"
                           f"u4 sox x.sph -t wav - |\nu6 audio/u6.flac\n")
     _touch(d / "utt2spk", "u1 s1\nu2 s2\n")
@@ -89,9 +89,8 @@ def test_read_manifest_csv_tsv_jsonl_with_common_column_names(tmp_path):
 
     rows = [{"audio_filepath": "/abs/long.wav", "text": "ONE", "offset": 1.5, "duration": 2.0},
             {"id": "own", "wav": "w.flac", "transcript": "TWO", "start": 0, "end": 1, "gender": "m"}]
-    jsonl = _touch(tmp_path / "m.jsonl", "\n".join(json.dumps(r) for r in rows) + "\nnot json\n"
-                   + '{"path": "p.wav", "text": "caf\xe9"}\n'.encode("latin-1").decode("latin-1"))
-    jsonl.write_bytes(jsonl.read_bytes().replace("caf\xe9".encode(), b"caf\xe9"))
+    jsonl = _touch(tmp_path / "m.jsonl", ("\n".join(json.dumps(r) for r in rows) + "\nnot json\n").encode()
+                   + b'{"path": "p.wav", "text": "caf\xe9"}\n')  # latin-1 byte on line 4
     items, skips = read_manifest_file(jsonl)
     assert [(i.id, str(i.audio), i.text, i.start, i.end, i.gender) for i in items] == [
         ("long_0001500", "/abs/long.wav", "ONE", 1.5, 3.5, None), ("own", str(tmp_path / "w.flac"), "TWO", 0, 1, "m")]

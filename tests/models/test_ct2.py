@@ -13,7 +13,7 @@ from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from kidwhisper.audio import load_audio
 from kidwhisper.models.builtin import builtin_ct2_dir, builtin_path
-from kidwhisper.models.ct2 import CT2FormatError, N_TIMESTAMPS, read_model_bin
+from kidwhisper.models.ct2 import N_TIMESTAMPS, CT2FormatError, read_model_bin
 
 pytestmark = pytest.mark.slow
 

@@ -29,6 +29,7 @@ import re
 import unicodedata
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
+from kidwhisper.data import readers, segment
 from kidwhisper.data.manifest import MANIFEST_NAME, Clip, atomic_write_text, read_manifest, write_manifest
 from kidwhisper.data.readers import FORMATS, InputError, RawItem, Skip, read_input
 from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
@@ -75,6 +77,14 @@ HINTS = {  # the fix to suggest for each skip reason (in the report)
     REASON_ZERO_LENGTH: "remove the utterance or fix its times",
     REASON_SILENT: "check the recording (all zeros or near silence)",
     REASON_TOO_SHORT: "lower --min-duration if such short clips are wanted",
+    readers.REASON_NOT_UTF8: "re-save the transcript as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+    readers.REASON_NO_AUDIO_ENTRY: "add the audio (file or wav.scp/segments entry) or remove the transcript",
+    readers.REASON_NO_TRANSCRIPT: "add the transcript or remove the audio",
+    readers.REASON_PIPED: "run the command once and list the resulting audio file in wav.scp",
+    readers.REASON_BAD_LINE: "fix the line (see detail)",
+    readers.REASON_BAD_TRANSCRIPT_FILE: "fix the time-aligned transcript (see detail)",
+    segment.REASON_BAD_SPAN: "fix the segment times",
+    segment.REASON_BEYOND_END: "check that the transcript belongs to this recording",
 }
 TOO_LONG_HINT = "split long recordings with a segments/TextGrid file; for segment layouts shorten the segment"
 
@@ -269,20 +279,18 @@ def _run(tasks: list[_Task], settings: _Settings, config: PrepareConfig) -> tupl
     workers = _workers(config.jobs, len(tasks))
     convert = partial(_convert_task, settings=settings)
     outcomes: list[_Outcome] = []
-    with tqdm(total=sum(len(t.jobs) for t in tasks), unit="clip", desc="prepare",
-              disable=not config.progress) as bar:
+    with ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=sum(len(t.jobs) for t in tasks), unit="clip", desc="prepare",
+                                       disable=not config.progress))
         if workers == 1:
             results = map(convert, tasks)
         else:
             pool = ProcessPoolExecutor(workers)
+            stack.callback(pool.shutdown, cancel_futures=True)
             results = pool.map(convert, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
-        try:
-            for result in results:
-                outcomes += result
-                bar.update(len(result))
-        finally:
-            if workers > 1:
-                pool.shutdown(cancel_futures=True)
+        for result in results:
+            outcomes += result
+            bar.update(len(result))
     return outcomes, workers
 
 

@@ -81,9 +81,8 @@ def _decode(raw: bytes) -> tuple[str, bool]:
 
 def _lines(path: Path) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, valid UTF-8) for the non-blank lines of a file; each line decoded on its own."""
-    raw = path.read_bytes()
-    for lineno, line in enumerate(raw.splitlines(), 1):
-        text, ok = _decode(line if lineno > 1 else line.removeprefix(b"\xef\xbb\xbf"))
+    for lineno, line in enumerate(path.read_bytes().splitlines(), 1):
+        text, ok = _decode(line)
         if text.strip():
             yield lineno, text, ok
 
@@ -135,8 +134,8 @@ def _kaldi_table(path: Path) -> dict[str, str]:
         return {}
     table = {}
     for _, line, _ok in _lines(path):
-        key, _, value = line.strip().partition(" ")
-        table[key] = value.strip()
+        key, *value = line.split(maxsplit=1)
+        table[key] = value[0].strip() if value else ""
     return table
 
 
@@ -190,7 +189,8 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
     items: list[RawItem] = []
     seen: set[str] = set()
     for lineno, line, ok in _lines(text_path):
-        utt, _, transcript = line.strip().partition(" ")
+        utt, *rest = line.split(maxsplit=1)
+        transcript = rest[0] if rest else ""
         origin = f"{text_path}:{lineno}"
         seen.add(utt)
         if not ok:
@@ -297,10 +297,10 @@ def read_manifest_file(path: Path) -> tuple[list[RawItem], list[Skip]]:
                     raise InputError(f"{origin}: {message}")
                 skips.append(Skip(REASON_BAD_LINE, origin, message))
                 continue
+        cols = columns
 
-        def get(key: str, row: dict[str, object] = row) -> object:
-            col = columns[key]  # type: ignore[index]
-            return None if col is None else row.get(col)
+        def get(key: str, row: dict[str, object] = row, cols: dict[str, str | None] = cols) -> object:
+            return None if cols[key] is None else row.get(cols[key])
 
         value = str(get("audio") or "").strip()
         audio = Path(value).expanduser()

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from kidwhisper.models.builtin import BUILTIN_MODELS, ModelError, available_models, builtin_path, convert_to_cache
+from kidwhisper.models.builtin import (
+    BUILTIN_MODELS,
+    ModelError,
+    available_models,
+    builtin_path,
+    convert_to_cache,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,21 @@ def resolve_model_path(model: str) -> str:
     return model  # a Hub id
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True if the Hugging Face Hub answers (or its cache is forced with HF_HUB_OFFLINE, then False)."""
+    import os
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def load_model(model: str, adapter: str | None = None, device: str = "auto",
                dtype: torch.dtype = torch.float32, merge: bool = False):
     """Load (model, processor) ready for inference or training, on ``device``.
@@ -80,15 +101,16 @@ def load_model(model: str, adapter: str | None = None, device: str = "auto",
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     path = resolve_model_path(model)
+    offline = not Path(path).exists() and not hub_reachable()  # then only the local HF cache can serve it
     try:
-        processor = WhisperProcessor.from_pretrained(path)
-        net = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype)
+        processor = WhisperProcessor.from_pretrained(path, local_files_only=offline)
+        net = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=offline)
     except OSError as e:
         if Path(path).exists():
             raise ModelError(f"{path}: cannot load the model ({e})") from e
-        raise ModelError(f"Model {model} not found locally and the Hugging Face Hub is unreachable or does not "
-                         f"have it ({type(e).__name__}); offline, use a built-in model: {available_models()}, "
-                         f"or a local directory") from e
+        why = "the Hugging Face Hub is unreachable from here" if offline else "the Hugging Face Hub does not have it"
+        raise ModelError(f"Model {model} is neither a built-in nor a local directory, and {why}; use a built-in "
+                         f"model: {available_models()}, or a local Hugging Face / CTranslate2 directory") from e
     if adapter:
         net = attach_adapter(net, adapter, model)
         if merge:

@@ -1,0 +1,263 @@
+"""Training windows: packing clips into 30 s windows, labels, features, batches.
+
+**Why packing.** Whisper's encoder always sees one 30 s window (3000 log-mel frames, padded with
+silence), so an unpacked 3.6 s child clip (the corpus median) pays for 30 s of encoder compute.
+:func:`pack_clips` groups clips (greedy first-fit over a seeded shuffle) into windows of at most
+``max_seconds``: their waveforms are concatenated with ``gap`` seconds of silence between them and their
+transcripts joined by a space. Within a window the clips keep manifest order. Windows are packed once per
+run (from the seed) and stay fixed across epochs (only their order is reshuffled each epoch), which is
+what lets frozen-encoder strategies reuse cached encoder outputs every epoch.
+
+**Labels.** ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|> text <|endoftext|>`` for
+multilingual models, ``<|startoftranscript|><|notimestamps|> text <|endoftext|>`` for English-only ones,
+from the tokenizer's own prefix (:func:`label_ids`); at most :data:`MAX_LABEL_TOKENS` tokens per window.
+The collator feeds ``decoder_input_ids = labels[:-1]`` and scores ``targets = labels[1:]`` (padding
+-100), so the model is never asked to shift the labels again.
+
+**Target text casing.** Our references are upper-case prompts ("MARK IS GOING TO SEE ELEPHANT"), while
+Whisper writes sentence case. Training on upper case would spend the first steps re-learning casing
+and make the fine-tuned model's raw output look unlike Whisper's, so :func:`target_text` writes sentence
+case: lower case, first letter capitalised, the pronoun ``I`` (and I'm, I'll ...) capitalised, no
+punctuation added (a prompt does not tell a statement from a question). The normalized WER does not
+depend on this choice.
+
+**Batches.** :func:`epoch_order` shuffles windows per epoch from (seed, epoch) alone, so a resumed run sees
+the same order; in unpacked mode it groups clips of similar label length (less decoder padding).
+:func:`rank_batches` shards an epoch over processes like ``DistributedSampler`` (padding by wrap-around so
+every process runs the same number of steps).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
+from kidwhisper.data.manifest import Clip, audio_path
+
+log = logging.getLogger(__name__)
+
+MAX_LABEL_TOKENS = 440  # per window, prompt and <|endoftext|> included; Whisper's decoder context is 448
+LABEL_TOKEN_MARGIN = 8  # joined-text tokenization may differ slightly from the sum of per-clip counts
+IGNORE_INDEX = -100  # targets with this value do not count in the loss
+MEGABATCH = 50  # length grouping sorts within chunks of 50 batches, then shuffles the batches
+_EPS = 1e-6  # seconds of float slack when comparing durations
+
+_PRONOUN_I = re.compile(r"\bi\b")
+
+
+def target_text(text: str) -> str:
+    """Sentence case for training targets: "I'M SIX" -> "I'm six", "WE CALL IT BEAR" -> "We call it bear"."""
+    s = " ".join(text.split()).lower()
+    s = _PRONOUN_I.sub("I", s)
+    return s[:1].upper() + s[1:]
+
+
+def pack_clips(durations: Sequence[float], max_seconds: float = 30.0, gap: float = 0.2, seed: int = 0,
+               tokens: Sequence[int] | None = None, max_tokens: int | None = None) -> list[list[int]]:
+    """Group clip indices into windows of at most ``max_seconds`` (clips + gaps between them).
+
+    Greedy first-fit over a shuffle seeded by ``seed``: each clip goes into the first window it still
+    fits in. Optional ``tokens`` per clip bound each window's summed token count by ``max_tokens``. Every
+    index appears exactly once; indices inside a window are ascending (manifest order); windows are in
+    the order they were opened. A clip longer than ``max_seconds`` is a ValueError (filter it first).
+    """
+    n = len(durations)
+    if tokens is not None and len(tokens) != n:
+        raise ValueError(f"pack_clips: {len(tokens)} token counts for {n} durations")
+    limit_tokens = max_tokens if max_tokens is not None else float("inf")
+    windows: list[list[int]] = []
+    seconds: list[float] = []
+    n_tokens: list[int] = []
+    for i in np.random.default_rng(seed).permutation(n).tolist():
+        d = float(durations[i])
+        t = 0 if tokens is None else int(tokens[i])
+        if d > max_seconds + _EPS or t > limit_tokens:
+            raise ValueError(f"pack_clips: clip {i} ({d:.2f} s, {t} tokens) does not fit in one window of "
+                             f"{max_seconds:g} s / {max_tokens} tokens")
+        for w in range(len(windows)):
+            if seconds[w] + gap + d <= max_seconds + _EPS and n_tokens[w] + t <= limit_tokens:
+                windows[w].append(i)
+                seconds[w] += gap + d
+                n_tokens[w] += t
+                break
+        else:
+            windows.append([i])
+            seconds.append(d)
+            n_tokens.append(t)
+    return [sorted(w) for w in windows]
+
+
+def label_ids(tokenizer, text: str, multilingual: bool, language: str = "en") -> list[int]:
+    """Token ids of prompt + ``text`` + <|endoftext|> (see the module docstring)."""
+    if multilingual:
+        tokenizer.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
+    else:
+        tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
+    return list(tokenizer(text).input_ids)
+
+
+def text_token_count(tokenizer, text: str) -> int:
+    """Tokens of ``text`` as it appears after a space inside a joined transcript."""
+    return len(tokenizer(" " + text, add_special_tokens=False).input_ids)
+
+
+def load_audios(clips: list[Clip], manifest: str | Path, progress: bool = True) -> list[np.ndarray]:
+    """All clips as 16 kHz mono float32 arrays, kept in memory (60 min of audio is about 230 MB)."""
+    bar = tqdm(total=len(clips), desc="loading audio", unit="clip", disable=not progress)
+
+    def one(clip: Clip) -> np.ndarray:
+        a = load_audio(audio_path(clip, manifest))
+        bar.update(1)
+        return a
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        audios = list(pool.map(one, clips))
+    bar.close()
+    return audios
+
+
+@dataclass
+class Window:
+    """One training example: clips (indices into the clip list) played one after another, and labels."""
+
+    clips: list[int]
+    labels: list[int]
+    seconds: float  # audio in the window, gaps included
+
+
+def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multilingual: bool, language: str = "en",
+                  pack: bool = True, max_seconds: float = 30.0, gap: float = 0.2,
+                  seed: int = 0) -> tuple[list[Window], dict[str, list[int]]]:
+    """Windows for training and the clip indices skipped by reason (never dropped silently)."""
+    prefix = len(label_ids(tokenizer, "", multilingual, language)) - 1
+    budget = MAX_LABEL_TOKENS - prefix - 1 - LABEL_TOKEN_MARGIN
+    targets = [target_text(t) for t in texts]
+    counts = [text_token_count(tokenizer, t) for t in targets]
+    durations = [len(a) / SAMPLE_RATE for a in audios]
+    limit = max_seconds if pack else N_SAMPLES / SAMPLE_RATE
+    skipped: dict[str, list[int]] = {"empty transcript": [], f"longer than {limit:g} s": [],
+                                     f"more than {budget} label tokens": []}
+    kept = []
+    for i, (t, n, d) in enumerate(zip(targets, counts, durations, strict=True)):
+        if not t:
+            skipped["empty transcript"].append(i)
+        elif d > limit + _EPS:
+            skipped[f"longer than {limit:g} s"].append(i)
+        elif n > budget:
+            skipped[f"more than {budget} label tokens"].append(i)
+        else:
+            kept.append(i)
+    if pack:
+        groups = [[kept[j] for j in g] for g in pack_clips([durations[i] for i in kept], max_seconds, gap, seed,
+                                                           [counts[i] for i in kept], budget)]
+    else:
+        groups = [[i] for i in kept]
+    windows = []
+    for g in groups:
+        labels = label_ids(tokenizer, " ".join(targets[i] for i in g), multilingual, language)
+        if len(labels) > MAX_LABEL_TOKENS:
+            raise ValueError(f"window of clips {g} has {len(labels)} label tokens > {MAX_LABEL_TOKENS}")
+        windows.append(Window(g, labels, sum(durations[i] for i in g) + gap * (len(g) - 1)))
+    return windows, {k: v for k, v in skipped.items() if v}
+
+
+def window_audio(audios: list[np.ndarray], clips: list[int], gap: float) -> np.ndarray:
+    """The clips' waveforms joined with ``gap`` seconds of silence (at most 30 s)."""
+    silence = np.zeros(int(round(gap * SAMPLE_RATE)), np.float32)
+    parts: list[np.ndarray] = []
+    for k, i in enumerate(clips):
+        if k:
+            parts.append(silence)
+        parts.append(audios[i])
+    wave = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return wave[:N_SAMPLES]  # float slack of the packer can exceed 30 s by a sample or so
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Window ``i`` -> {"index", "labels", and unless ``with_features=False`` "input_features" [80, 3000]}."""
+
+    def __init__(self, windows: list[Window], audios: list[np.ndarray], feature_extractor, gap: float = 0.2,
+                 with_features: bool = True):
+        self.windows = windows
+        self.audios = audios
+        self.feature_extractor = feature_extractor
+        self.gap = gap
+        self.with_features = with_features
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def features(self, i: int) -> np.ndarray:
+        wave = window_audio(self.audios, self.windows[i].clips, self.gap)
+        return self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"index": i, "labels": self.windows[i].labels}
+        if self.with_features:
+            item["input_features"] = self.features(i)
+        return item
+
+
+class Collator:
+    """Items -> tensors: decoder_input_ids = labels[:-1] (padded with ``pad_id``), targets = labels[1:]
+    (padded with -100), input_features stacked when present, index."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(it["labels"]) for it in items) - 1
+        dec = torch.full((len(items), width), self.pad_id, dtype=torch.long)
+        tgt = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
+        for b, it in enumerate(items):
+            lab = torch.tensor(it["labels"], dtype=torch.long)
+            dec[b, : len(lab) - 1] = lab[:-1]
+            tgt[b, : len(lab) - 1] = lab[1:]
+        out = {"index": torch.tensor([it["index"] for it in items]), "decoder_input_ids": dec, "targets": tgt}
+        if "input_features" in items[0]:
+            out["input_features"] = torch.from_numpy(np.stack([it["input_features"] for it in items]))
+        return out
+
+
+def epoch_order(n: int, seed: int, epoch: int, lengths: Sequence[int] | None = None,
+                batch_size: int = 1) -> list[int]:
+    """Window order of one epoch, a function of (seed, epoch) only.
+
+    With ``lengths`` (unpacked mode) windows of similar length are grouped: sort by length inside chunks
+    of ``MEGABATCH`` batches of a random permutation, cut into batches, shuffle the batches.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n).tolist()
+    if lengths is None or batch_size <= 1:
+        return order
+    mega = MEGABATCH * batch_size
+    grouped = []
+    for s in range(0, n, mega):
+        grouped += sorted(order[s : s + mega], key=lambda i: -lengths[i])
+    batches = [grouped[s : s + batch_size] for s in range(0, n, batch_size)]
+    return [i for b in (batches[j] for j in rng.permutation(len(batches)).tolist()) for i in b]
+
+
+def rank_batches(order: list[int], batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
+    """This process's batches of one epoch: global batches of ``batch_size * world_size`` windows, each
+    split evenly over the processes; the order is padded by wrap-around to a multiple of ``world_size``."""
+    order = list(order)
+    if world_size > 1 and len(order) % world_size:
+        need = world_size - len(order) % world_size
+        order += (order * (need // max(len(order), 1) + 1))[:need]
+    batches = []
+    step = batch_size * world_size
+    for s in range(0, len(order), step):
+        chunk = order[s : s + step]
+        k = len(chunk) // world_size
+        batches.append(chunk[rank * k : (rank + 1) * k])
+    return batches

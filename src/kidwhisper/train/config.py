@@ -1,0 +1,196 @@
+"""The documented config of ``kidwhisper train``: :class:`TrainConfig` and its nested :class:`LoraConfig`.
+
+Every field is the CLI flag of the same name (``batch_size`` is ``--batch-size``); a YAML/JSON file given
+with ``--config`` holds the same keys (``lora`` as a nested mapping). The resolved config is written to
+``RUN_DIR/train_config.yaml`` beside every run.
+
+Strategies (what trains; see :mod:`kidwhisper.train.strategies`):
+
+=================  ================================================================  ==========
+strategy           trainable parameters                                              default lr
+=================  ================================================================  ==========
+``lora``           LoRA adapters on the attention projections of encoder + decoder  1e-3
+``lora-decoder``   LoRA adapters on the decoder's attention only (encoder frozen)    1e-3
+``lora-encoder``   LoRA adapters on the encoder's attention only                     1e-3
+``full``           every weight (except the encoder's fixed sinusoidal positions)    1e-5
+``encoder``        the encoder; decoder frozen, embeddings included                  1e-5
+``decoder``        the decoder incl. token/position embeddings; encoder frozen       1e-5
+=================  ================================================================  ==========
+
+LoRA trains ~1 % of the weights from a zero-initialised update, so it needs a large step (1e-3, as in the
+LoRA paper and the PEFT Whisper recipes); updating pretrained weights directly needs a small one (1e-5,
+the Hugging Face Whisper fine-tuning default), or the model forgets what it knew.
+
+Batching: ``batch_size`` is Whisper input windows per process per forward pass; one optimizer step sees
+``batch_size * grad_accum * processes`` windows. With ``pack`` (default) a window is up to ``pack_seconds``
+of clips joined with ``pack_gap`` seconds of silence; without it, a window is one clip.
+
+Schedule: linear warmup then cosine decay to 0 over ``max_steps`` (or ``epochs`` x steps per epoch when
+``max_steps`` is not given; ``max_steps`` wins over ``epochs``). Warmup defaults to 10 % of the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kidwhisper.config import ConfigError
+
+Strategy = Literal["lora", "lora-decoder", "lora-encoder", "full", "encoder", "decoder"]
+STRATEGIES: tuple[str, ...] = ("lora", "lora-decoder", "lora-encoder", "full", "encoder", "decoder")
+LORA_STRATEGIES = ("lora", "lora-decoder", "lora-encoder")
+FROZEN_ENCODER_STRATEGIES = ("lora-decoder", "decoder")  # encoder outputs can be computed once per window
+DEFAULT_LR = {"lora": 1e-3, "lora-decoder": 1e-3, "lora-encoder": 1e-3, "full": 1e-5, "encoder": 1e-5,
+              "decoder": 1e-5}
+DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is given
+DEVICES = ("auto", "cpu", "cuda", "mps")
+MIXED_PRECISION = ("no", "bf16", "fp16")
+MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapter shape (``--lora.r`` etc.; in a config file, a nested ``lora:`` mapping).
+
+    r: rank of the update. alpha: scaling numerator (the update is scaled by alpha / r). dropout: on the
+    adapter input. target_modules: leaf module names to adapt; the strategy restricts them to encoder or
+    decoder layers (Whisper's attention projections are ``q_proj k_proj v_proj out_proj``).
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"`--lora.r` must be >= 1; got {self.r}")
+        if self.alpha <= 0:
+            raise ConfigError(f"`--lora.alpha` must be > 0; got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"`--lora.dropout` must be in [0, 1); got {self.dropout}")
+        if isinstance(self.target_modules, str):
+            self.target_modules = [m for m in self.target_modules.replace(",", " ").split() if m]
+        if not self.target_modules or not all(isinstance(m, str) and m.isidentifier() for m in self.target_modules):
+            raise ConfigError(f"`--lora.target-modules` must be a non-empty list of module names such as "
+                              f"q_proj,v_proj; got {self.target_modules!r}")
+        self.target_modules = list(self.target_modules)
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``kidwhisper train`` (each field is the flag of the same name).
+
+    model: built-in name, HF directory or Hub id (see ``kidwhisper models``). train, dev: manifests (file or
+    directory from ``kidwhisper prepare``). out: the run directory. lr: None = the strategy's default (table
+    above), resolved here so the saved config holds the value used. eval_every: optimizer steps between
+    dev-WER evaluations (None = once per epoch; the last step is always evaluated); every evaluation also
+    writes the resumable checkpoint, and ``save_every`` adds checkpoints in between. patience: evaluations
+    without a dev-WER improvement before stopping (None = never stop early). dev_max_clips: decode only a
+    seeded random subset of the dev set (faster evaluations). mixed_precision: bf16/fp16 autocast on GPU;
+    ignored (with a log line) on CPU. spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``)
+    with the mask_* settings. num_workers: DataLoader worker processes computing log-mel features.
+    """
+
+    model: str
+    train: str
+    dev: str
+    out: str
+    strategy: Strategy = "lora"
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    epochs: int = 5
+    max_steps: int | None = None
+    batch_size: int = 8  # windows per process per forward pass
+    grad_accum: int = 1
+    lr: float | None = None
+    weight_decay: float = 0.01  # AdamW, matrices only (biases and LayerNorms are not decayed)
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    spec_augment: bool = False
+    mask_time_prob: float = 0.05
+    mask_time_length: int = 10
+    mask_feature_prob: float = 0.0
+    mask_feature_length: int = 10
+    pack: bool = True
+    pack_seconds: float = MAX_WINDOW_SECONDS
+    pack_gap: float = 0.2  # seconds of silence between packed clips
+    eval_every: int | None = None
+    save_every: int | None = None  # steps between checkpoints; None = at every evaluation
+    eval_batch_size: int = 16
+    patience: int | None = 3
+    dev_max_clips: int | None = None
+    language: str = "en"
+    num_workers: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)
+        for name in ("model", "train", "dev", "out"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"`--{name}` is required")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"`--strategy` must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"`--device` must be one of {', '.join(DEVICES)}; got {self.device!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ConfigError(f"`--mixed-precision` must be one of {', '.join(MIXED_PRECISION)}; "
+                              f"got {self.mixed_precision!r}")
+        self._check_positive("epochs", "batch_size", "grad_accum", "eval_batch_size", "mask_time_length",
+                             "mask_feature_length")
+        for name in ("max_steps", "eval_every", "save_every", "dev_max_clips"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"`--{name.replace('_', '-')}` must be >= 1 (or unset); got {getattr(self, name)}")
+        if self.patience is not None and self.patience < 1:
+            raise ConfigError(f"`--patience` must be >= 1 (or unset to never stop early); got {self.patience}")
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            raise ConfigError("Can't provide both `--warmup-ratio` and `--warmup-steps`")
+        if self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"`--warmup-ratio` must be in [0, 1); got {self.warmup_ratio}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ConfigError(f"`--warmup-steps` must be >= 0; got {self.warmup_steps}")
+        if self.lr is None:
+            self.lr = DEFAULT_LR[self.strategy]
+        if not self.lr > 0:
+            raise ConfigError(f"`--lr` must be > 0; got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"`--weight-decay` must be >= 0; got {self.weight_decay}")
+        if not self.max_grad_norm > 0:
+            raise ConfigError(f"`--max-grad-norm` must be > 0; got {self.max_grad_norm}")
+        if not 1.0 <= self.pack_seconds <= MAX_WINDOW_SECONDS:
+            raise ConfigError(f"`--pack-seconds` must be in [1, {MAX_WINDOW_SECONDS:g}] (Whisper's window); "
+                              f"got {self.pack_seconds}")
+        if not 0 <= self.pack_gap <= 2:
+            raise ConfigError(f"`--pack-gap` must be in [0, 2] seconds; got {self.pack_gap}")
+        for name in ("mask_time_prob", "mask_feature_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"`--{name.replace('_', '-')}` must be in [0, 1]; got {getattr(self, name)}")
+        if self.num_workers < 0:
+            raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
+        if not self.language or not self.language.isalpha():
+            raise ConfigError(f"`--language` must be an ISO code such as en; got {self.language!r}")
+
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`--{name.replace('_', '-')}` must be >= 1; got {getattr(self, name)}")
+
+    def warmup(self, total_steps: int) -> int:
+        """Warmup steps for a run of ``total_steps`` optimizer steps."""
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, total_steps)
+        ratio = DEFAULT_WARMUP_RATIO if self.warmup_ratio is None else self.warmup_ratio
+        return int(round(ratio * total_steps))
+
+    @property
+    def is_lora(self) -> bool:
+        return self.strategy in LORA_STRATEGIES
+
+    @property
+    def frozen_encoder(self) -> bool:
+        return self.strategy in FROZEN_ENCODER_STRATEGIES

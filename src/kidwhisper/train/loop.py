@@ -1,0 +1,571 @@
+"""``kidwhisper train``: one training loop for every strategy, on ``accelerate``.
+
+The same code runs on one CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``; gloo on
+CPU): AdamW over the trainable parameters (:mod:`kidwhisper.train.strategies`), linear warmup + cosine
+decay, gradient accumulation and clipping, a fixed seed, and model selection by **dev WER** (decoded with
+:func:`kidwhisper.decode.transcribe_arrays`, exactly as ``kidwhisper evaluate`` decodes; the main process
+decodes while the others wait), with early stopping after ``patience`` evaluations without improvement.
+
+The loss is the mean token cross-entropy of ``targets = labels[1:]`` given ``decoder_input_ids =
+labels[:-1]`` (:mod:`kidwhisper.train.batching`), computed here from the logits. Frozen-encoder strategies
+(``decoder``, ``lora-decoder``) compute each window's encoder output once and reuse it every epoch
+(unless SpecAugment is on, which changes the encoder input every time).
+
+Run directory::
+
+    RUN_DIR/train_config.yaml      the resolved TrainConfig
+    RUN_DIR/adapter/               LoRA strategies: best dev-WER adapter (adapter_model.safetensors,
+                                   adapter_config.json, kidwhisper_adapter.json = base model + strategy)
+    RUN_DIR/model/                 full/encoder/decoder: best dev-WER model (safetensors + processor +
+                                   generation config with language/task)
+    RUN_DIR/checkpoints/last/      trainable.safetensors, optimizer.pt, scheduler.pt, rng_rank<R>.json,
+                                   trainer_state.json (data position, best WER, patience); replaced
+                                   atomically, read by ``resume=True``
+    RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
+    RUN_DIR/learning_curve.png     training loss and dev WER against step
+    RUN_DIR/summary.json           parameters, best dev WER and step, timing, throughput, peak memory
+
+A run killed at any point continues with ``resume=True`` from the last checkpoint and ends where an
+uninterrupted run with the same config ends: the epoch order is a function of (seed, epoch), and the
+weights, optimizer, scheduler and RNG states (python, numpy, torch) are restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from kidwhisper.config import ConfigError, save_config
+from kidwhisper.data.manifest import atomic_write_text, manifest_hash, read_manifest, resolve_manifest_path
+from kidwhisper.decode import is_multilingual, transcribe_arrays
+from kidwhisper.models.load import load_model, resolve_device
+from kidwhisper.train import batching
+from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
+from kidwhisper.train.config import TrainConfig
+from kidwhisper.train.strategies import apply_strategy, parameter_count, trainable_state_dict
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoints/last"
+STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+WEIGHTS_FILE = "trainable.safetensors"
+RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size"}  # other options must match
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
+    """(errors / reference words over the corpus, references skipped as empty) after Whisper normalization."""
+    import jiwer
+
+    from kidwhisper.text import normalize
+
+    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
+    kept = [(r, h) for r, h in pairs if r.strip()]
+    if not kept:
+        raise ValueError("every dev reference normalizes to empty; the dev set cannot score WER")
+    out = jiwer.process_words([r for r, _ in kept], [h for _, h in kept])
+    errors = out.substitutions + out.deletions + out.insertions
+    return errors / (out.substitutions + out.deletions + out.hits), len(pairs) - len(kept)
+
+
+def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str], config: TrainConfig) -> float:
+    """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced)."""
+    decoded = transcribe_arrays(model, processor, audios, config.language, config.eval_batch_size,
+                                progress=config.progress)
+    wer, skipped = corpus_wer(refs, [d.text for d in decoded])
+    if skipped:
+        log.info("dev WER skips %d references that normalize to empty", skipped)
+    return wer
+
+
+def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens that are not IGNORE_INDEX."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def base_model(model):
+    """The WhisperForConditionalGeneration inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _replace_dir(tmp: Path, final: Path) -> None:
+    """Move a finished ``tmp`` directory to ``final``, never leaving a half-written ``final``."""
+    old = final.with_name(final.name + ".old")
+    if old.exists() and final.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)  # a kill here leaves old, which _find_checkpoint falls back to
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _find_checkpoint(out: Path) -> Path | None:
+    for d in (out / CHECKPOINT, out / (CHECKPOINT + ".old")):
+        if (d / STATE_FILE).exists():
+            return d
+    return None
+
+
+def _rng_state() -> dict:
+    v, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    d = {"python": [v, list(state), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+         "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        d["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return d
+
+
+def _set_rng_state(d: dict) -> None:
+    v, state, gauss = d["python"]
+    random.setstate((v, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = d["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(d["torch"], dtype=torch.uint8))
+    if "cuda" in d and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in d["cuda"]])
+
+
+def peak_memory_mb() -> dict[str, float | None]:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"peak_rss_mb": round(rss, 1), "peak_cuda_mb": None if cuda is None else round(cuda, 1)}
+
+
+def _versions() -> dict[str, str | None]:
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for pkg in ("kidwhisper", "torch", "transformers", "peft", "accelerate"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def plot_learning_curve(log_path: Path, png: Path, title: str = "") -> None:
+    """Training loss and dev WER (%) against optimizer step, from log.jsonl."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue", lw=1, label="training loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (cross-entropy, nats/token)")
+    ax2 = ax.twinx()
+    evals = [r for r in rows if r.get("dev_wer") is not None]
+    ax2.plot([r["step"] for r in evals], [100 * r["dev_wer"] for r in evals], "o-", color="tab:red",
+             label="dev WER")
+    ax2.set_ylabel("dev WER (%, Whisper-normalized)")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper right")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+class Trainer:
+    """Holds the state of one run; :func:`train` is ``Trainer(config, resume).fit()``."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False):
+        self.config = config
+        self.resume = resume
+        self.out = Path(config.out)
+
+    # ------------------------------------------------------------------------------------------- setup
+    def _accelerator(self):
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
+        device = resolve_device(self.config.device)
+        mp = self.config.mixed_precision
+        if mp != "no" and device.type == "cpu":
+            log.info("--mixed-precision %s ignored on CPU: training in float32", mp)
+            mp = "no"
+        AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
+        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp)
+
+    def _check_run_dir(self) -> None:
+        ckpt = _find_checkpoint(self.out)
+        if self.resume and ckpt is None:
+            raise ConfigError(f"--resume: no checkpoint in {self.out / CHECKPOINT}; start the run without --resume")
+        if not self.resume and (ckpt is not None or (self.out / "summary.json").exists()):
+            raise ConfigError(f"--out {self.out} already holds a run; pass --resume to continue it or choose "
+                              f"another --out")
+        if self.resume and (self.out / "train_config.yaml").exists():
+            import yaml
+
+            saved = yaml.safe_load((self.out / "train_config.yaml").read_text())
+            now = asdict(self.config)
+            diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
+            if diff:
+                raise ConfigError(f"--resume: option(s) {diff} differ from {self.out / 'train_config.yaml'}; "
+                                  f"resume with the run's own options (or start a new --out)")
+
+    def _load_data(self, tokenizer, multilingual: bool) -> None:
+        c = self.config
+        train_manifest = resolve_manifest_path(c.train)
+        clips = read_manifest(train_manifest)
+        if not clips:
+            raise ConfigError(f"--train {c.train}: the manifest has no clips")
+        audios = batching.load_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
+        self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
+                                              c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed)
+        for reason, idx in skipped.items():
+            log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason, [clips[i].id for i in idx[:5]])
+        if not self.windows:
+            raise ConfigError(f"--train {c.train}: no usable training clip")
+        self.n_skipped = {k: len(v) for k, v in skipped.items()}
+        self.n_clips = sum(len(w.clips) for w in self.windows)
+        self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
+                                     with_features=not self.cache_encoder)
+        fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
+        log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
+                 len(self.windows), self.n_clips / len(self.windows), 100 * fill)
+        self.dev_refs, self.dev_audios = [], []
+        dev_manifest = resolve_manifest_path(c.dev)
+        dev = read_manifest(dev_manifest)
+        if c.dev_max_clips and c.dev_max_clips < len(dev):
+            dev = [dev[i] for i in sorted(random.Random(c.seed).sample(range(len(dev)), c.dev_max_clips))]
+        self.n_dev = len(dev)
+        if self.acc.is_main_process:
+            self.dev_refs = [cl.text for cl in dev]
+            self.dev_audios = batching.load_audios(dev, dev_manifest, c.progress)
+        self.hashes = {"train_manifest_sha256": manifest_hash(train_manifest),
+                       "dev_manifest_sha256": manifest_hash(dev_manifest)}
+
+    def _setup(self) -> None:
+        from accelerate.utils import set_seed
+        from transformers import get_cosine_schedule_with_warmup
+
+        c = self.config
+        self.acc = acc = self._accelerator()
+        self._check_run_dir()
+        set_seed(c.seed)
+        net, self.processor = load_model(c.model, device="cpu")
+        net.config.apply_spec_augment = c.spec_augment
+        for k in ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length"):
+            setattr(net.config, k, getattr(c, k))
+        if c.gradient_checkpointing:
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.multilingual = is_multilingual(net)
+        model = apply_strategy(net, c.strategy, c.lora)
+        self.counts = parameter_count(model)
+        self.cache_encoder = c.frozen_encoder and not c.spec_augment
+        if c.frozen_encoder and c.spec_augment:
+            log.info("--spec-augment changes the encoder input every step: encoder outputs are not cached")
+        self.cache: dict[int, torch.Tensor] = {}
+        self._load_data(self.processor.tokenizer, self.multilingual)
+
+        self.world, self.rank = acc.num_processes, acc.process_index
+        n_batches = len(rank_batches(list(range(len(self.windows))), c.batch_size, self.world, self.rank))
+        self.steps_per_epoch = math.ceil(n_batches / c.grad_accum)
+        self.total_steps = c.max_steps or c.epochs * self.steps_per_epoch
+        self.warmup_steps = c.warmup(self.total_steps)
+        self.eval_every = c.eval_every or self.steps_per_epoch
+        self.save_every = c.save_every or self.eval_every
+        self.fingerprint = hash_windows(self.windows)
+
+        self.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "order": None, "best_wer": None,
+                      "best_step": None, "bad_evals": 0, "evals": [], "elapsed_s": 0.0, "train_s": 0.0,
+                      "eval_s": 0.0, "windows_seen": 0, "clips_seen": 0, "stopped_early": False,
+                      "world_size": self.world, "windows_fingerprint": self.fingerprint}
+        ckpt = _find_checkpoint(self.out) if self.resume else None
+        if ckpt is not None:
+            self._load_weights(model, ckpt)
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.lr)
+        self.scheduler = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
+        if ckpt is not None:
+            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+            self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        set_seed(c.seed, device_specific=True)
+        if ckpt is not None:
+            self._load_state(ckpt)
+        elif acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(c, self.out / "train_config.yaml")
+            (self.out / "log.jsonl").write_text("")
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+    def _load_weights(self, model, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        saved = load_file(str(ckpt / WEIGHTS_FILE))
+        params = dict(trainable_state_dict(model))
+        if set(saved) != set(params):
+            raise ConfigError(f"--resume: {ckpt / WEIGHTS_FILE} holds other parameters than --strategy "
+                              f"{self.config.strategy} trains; resume with the run's own options")
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(saved[name])
+
+    def _load_state(self, ckpt: Path) -> None:
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        if state["world_size"] != self.world:
+            raise ConfigError(f"--resume: the run used {state['world_size']} processes, now {self.world}; "
+                              f"resume with the same number of processes")
+        if state["windows_fingerprint"] != self.fingerprint:
+            raise ConfigError("--resume: the training windows differ from the checkpoint's (manifest, tokenizer "
+                              "or packing options changed); resume with the same --train and options")
+        self.state.update(state)
+        _set_rng_state(json.loads((ckpt / f"rng_rank{self.rank}.json").read_text()))
+        if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
+            p = self.out / "log.jsonl"
+            lines = p.read_text().splitlines() if p.exists() else []
+            kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= state["global_step"]]
+            atomic_write_text(p, "".join(x + "\n" for x in kept))
+        log.info("resuming %s from step %d (epoch %d, step %d of it)", self.out, state["global_step"],
+                 state["epoch"], state["step_in_epoch"])
+
+    # ---------------------------------------------------------------------------------------- training
+    def _encoder_states(self, index: torch.Tensor) -> torch.Tensor:
+        """Cached encoder outputs of windows ``index`` (computed in eval mode on first use)."""
+        missing = [i for i in index.tolist() if i not in self.cache]
+        if missing:
+            encoder = base_model(self.acc.unwrap_model(self.model)).model.encoder
+            feats = torch.from_numpy(np.stack([self.dataset.features(i) for i in missing])).to(self.acc.device)
+            was_training = encoder.training
+            encoder.eval()
+            with torch.no_grad(), self.acc.autocast():
+                hidden = encoder(feats).last_hidden_state
+            encoder.train(was_training)
+            for i, h in zip(missing, hidden, strict=True):
+                self.cache[i] = h.detach().to("cpu", copy=True)
+        return torch.stack([self.cache[i] for i in index.tolist()]).to(self.acc.device)
+
+    def _forward(self, batch: dict) -> torch.Tensor:
+        dec = batch["decoder_input_ids"].to(self.acc.device)
+        if self.cache_encoder:
+            out = self.model(encoder_outputs=(self._encoder_states(batch["index"]),), decoder_input_ids=dec,
+                             use_cache=False)
+        else:
+            out = self.model(input_features=batch["input_features"].to(self.acc.device), decoder_input_ids=dec,
+                             use_cache=False)
+        return token_loss(out.logits, batch["targets"].to(self.acc.device))
+
+    def _step(self, micro_batches: list[dict]) -> float:
+        """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss."""
+        self.model.train()
+        total = 0.0
+        n = len(micro_batches)
+        for j, batch in enumerate(micro_batches):
+            ctx = self.acc.no_sync(self.model) if j < n - 1 else contextlib.nullcontext()
+            with ctx:
+                with self.acc.autocast():
+                    loss = self._forward(batch)
+                self.acc.backward(loss / n)
+            total += loss.item()
+            self.state["windows_seen"] += len(batch["index"]) * self.world
+            self.state["clips_seen"] += sum(len(self.windows[i].clips) for i in batch["index"].tolist()) * self.world
+        self.acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        if not self.acc.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        mean = torch.tensor(total / n, device=self.acc.device)
+        return float(self.acc.reduce(mean, reduction="mean").item()) if self.world > 1 else float(mean)
+
+    def _evaluate(self) -> float:
+        t0 = time.perf_counter()
+        wer = None
+        if self.acc.is_main_process:
+            model = self.acc.unwrap_model(self.model)
+            model.eval()
+            with self.acc.autocast():
+                wer = evaluate_dev(model, self.processor, self.dev_audios, self.dev_refs, self.config)
+            model.train()
+        self.acc.wait_for_everyone()
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            wer = broadcast_object_list([wer])[0]
+        self.state["eval_s"] += time.perf_counter() - t0
+        return float(wer)
+
+    def fit(self) -> dict:
+        t_start = time.perf_counter()
+        self._setup()
+        c, s, acc = self.config, self.state, self.acc
+        elapsed0, train0 = s["elapsed_s"], s["train_s"]
+        log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps on %d "
+                 "clips, %d process(es) on %s", c.model, c.strategy, self.total_steps, self.steps_per_epoch,
+                 self.warmup_steps, c.lr, self.eval_every, self.n_dev, self.world, acc.device)
+        collate = Collator(self.processor.tokenizer.pad_token_id)
+        bar = tqdm(total=self.total_steps, initial=s["global_step"], desc=f"train {c.strategy}", unit="step",
+                   disable=not (c.progress and acc.is_main_process))
+        t_train = 0.0
+        epoch = s["epoch"]
+        while s["global_step"] < self.total_steps and not s["stopped_early"]:
+            if s["order"] is None or s["epoch"] != epoch:
+                s.update(epoch=epoch, step_in_epoch=0, order=epoch_order(
+                    len(self.windows), c.seed, epoch, None if c.pack else [len(w.labels) for w in self.windows],
+                    c.batch_size * self.world))
+            batches = rank_batches(s["order"], c.batch_size, self.world, self.rank)
+            groups = [batches[i : i + c.grad_accum] for i in range(0, len(batches), c.grad_accum)]
+            start = s["step_in_epoch"]
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=[b for g in groups[start:] for b in g], collate_fn=collate,
+                num_workers=c.num_workers, generator=torch.Generator().manual_seed(c.seed))
+            it = iter(loader)
+            for k in range(start, len(groups)):
+                t0 = time.perf_counter()
+                loss = self._step([next(it) for _ in groups[k]])
+                t_train += time.perf_counter() - t0
+                s["global_step"] += 1
+                s["step_in_epoch"] = k + 1
+                step = s["global_step"]
+                row = {"step": step, "epoch": round(epoch + (k + 1) / len(groups), 4), "loss": round(loss, 5),
+                       "lr": self.scheduler.get_last_lr()[0],
+                       "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 2)}
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+                if step % self.eval_every == 0 or step == self.total_steps:
+                    row["dev_wer"] = self._after_eval(step, self._evaluate())
+                if acc.is_main_process:
+                    with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
+                if "dev_wer" in row or step % self.save_every == 0:
+                    s["train_s"] = train0 + t_train
+                    s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+                    self.save_checkpoint()
+                if step >= self.total_steps or s["stopped_early"]:
+                    break
+            epoch += 1
+        bar.close()
+        s["train_s"] = train0 + t_train
+        s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+        summary = self._summary()
+        if acc.is_main_process:
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            plot_learning_curve(self.out / "log.jsonl", self.out / "learning_curve.png",
+                                f"{c.model} - {c.strategy}")
+        acc.wait_for_everyone()
+        log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s", 100 * summary["best_dev_wer"],
+                 summary["best_step"], s["global_step"], s["elapsed_s"],
+                 "; stopped early" if s["stopped_early"] else "")
+        return summary
+
+    def _after_eval(self, step: int, wer: float) -> float:
+        s = self.state
+        s["evals"].append({"step": step, "dev_wer": wer})
+        if s["best_wer"] is None or wer < s["best_wer"]:
+            s.update(best_wer=wer, best_step=step, bad_evals=0)
+            self.save_best()
+        else:
+            s["bad_evals"] += 1
+            if self.config.patience and s["bad_evals"] >= self.config.patience and step < self.total_steps:
+                s["stopped_early"] = True
+        log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer, 100 * s["best_wer"],
+                 s["best_step"], "; stopping early" if s["stopped_early"] else "")
+        return wer
+
+    # ------------------------------------------------------------------------------------------ saving
+    def save_best(self) -> None:
+        """Write the current weights as RUN_DIR/adapter (LoRA) or RUN_DIR/model, atomically."""
+        if self.acc.is_main_process:
+            model = self.acc.unwrap_model(self.model)
+            final = self.out / ("adapter" if self.config.is_lora else "model")
+            tmp = self.out / f".{final.name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.config.is_lora:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                meta = {"base_model": self.config.model, "strategy": self.config.strategy,
+                        "step": self.state["global_step"], "dev_wer": self.state["best_wer"]}
+                (tmp / "kidwhisper_adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
+            else:
+                gen = model.generation_config
+                if self.multilingual:
+                    gen.language, gen.task = self.config.language, "transcribe"
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                self.processor.save_pretrained(str(tmp))
+            _replace_dir(tmp, final)
+        self.acc.wait_for_everyone()
+
+    def save_checkpoint(self) -> None:
+        """Write RUN_DIR/checkpoints/last atomically (temp dir, then rename over the old one)."""
+        from safetensors.torch import save_file
+
+        final = self.out / CHECKPOINT
+        tmp = final.with_name(".last.tmp")
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.acc.wait_for_everyone()
+        (tmp / f"rng_rank{self.rank}.json").write_text(json.dumps(_rng_state()))
+        if self.acc.is_main_process:
+            weights = trainable_state_dict(self.acc.unwrap_model(self.model))
+            save_file({k: v.to("cpu").contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps(self.state))
+            _replace_dir(tmp, final)
+        self.acc.wait_for_everyone()
+
+    def _summary(self) -> dict:
+        c, s = self.config, self.state
+        train_s = max(s["train_s"], 1e-9)
+        return {
+            "model": c.model, "strategy": c.strategy, "out": str(self.out),
+            "trainable_params": self.counts.trainable, "total_params": self.counts.total,
+            "trainable_pct": round(self.counts.pct, 4), "adapter_params": self.counts.adapter,
+            "best_dev_wer": s["best_wer"], "best_step": s["best_step"], "evals": s["evals"],
+            "best_weights": str(self.out / ("adapter" if c.is_lora else "model")),
+            "steps": s["global_step"], "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+            "epochs_run": round(s["global_step"] / self.steps_per_epoch, 3), "stopped_early": s["stopped_early"],
+            "warmup_steps": self.warmup_steps, "eval_every": self.eval_every, "lr": c.lr,
+            "windows_per_step": c.batch_size * c.grad_accum * self.world,
+            "wall_seconds": round(s["elapsed_s"], 2), "train_seconds": round(s["train_s"], 2),
+            "eval_seconds": round(s["eval_s"], 2),
+            "seconds_per_step": round(s["train_s"] / max(s["global_step"], 1), 3),
+            "clips_per_s": round(s["clips_seen"] / train_s, 3), "windows_per_s": round(s["windows_seen"] / train_s, 3),
+            "n_train_clips": self.n_clips, "n_windows": len(self.windows),
+            "clips_per_window": round(self.n_clips / len(self.windows), 3),
+            "window_fill": round(float(np.mean([w.seconds for w in self.windows])) / 30.0, 4),
+            "skipped_train_clips": self.n_skipped, "n_dev_clips": self.n_dev,
+            "encoder_outputs_cached": self.cache_encoder, "device": str(self.acc.device),
+            "world_size": self.world, "mixed_precision": self.acc.mixed_precision,
+            "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
+            **self.hashes, "versions": _versions(),
+        }
+
+
+def hash_windows(windows) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([[w.clips, w.labels] for w in windows]).encode()).hexdigest()
+
+
+def train(config: TrainConfig, resume: bool = False) -> dict:
+    """Train ``config.strategy`` on ``config.train``, select by dev WER, write RUN_DIR; returns the summary.
+
+    ``resume=True`` continues the run in ``config.out`` from its last checkpoint.
+    """
+    return Trainer(config, resume).fit()

