@@ -100,9 +100,16 @@ def label_ids(tokenizer, text: str, multilingual: bool, language: str = "en") ->
     """Token ids of prompt + ``text`` + <|endoftext|> (see the module docstring)."""
     if multilingual:
         tokenizer.set_prefix_tokens(language=language, task="transcribe", predict_timestamps=False)
+        expected = ["<|startoftranscript|>", f"<|{language}|>", "<|transcribe|>", "<|notimestamps|>"]
     else:
-        tokenizer.set_prefix_tokens(language=None, task=None, predict_timestamps=False)
-    return list(tokenizer(text).input_ids)
+        tokenizer.language = tokenizer.task = None  # set_prefix_tokens(language=None) keeps the old value
+        tokenizer.set_prefix_tokens(predict_timestamps=False)
+        expected = ["<|startoftranscript|>", "<|notimestamps|>"]
+    ids = list(tokenizer(text).input_ids)
+    got = tokenizer.convert_ids_to_tokens(ids[: len(expected)] + ids[-1:])
+    if got != [*expected, "<|endoftext|>"]:
+        raise ValueError(f"tokenizer wrote the prompt {got}, expected {expected} ... <|endoftext|>")
+    return ids
 
 
 def text_token_count(tokenizer, text: str) -> int:

@@ -234,7 +234,7 @@ class Trainer:
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed)
         for reason, idx in skipped.items():
-            log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason, [clips[i].id for i in idx[:5]])
+            self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason, [clips[i].id for i in idx[:5]])
         if not self.windows:
             raise ConfigError(f"--train {c.train}: no usable training clip")
         self.n_skipped = {k: len(v) for k, v in skipped.items()}
@@ -242,7 +242,7 @@ class Trainer:
         self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
                                      with_features=not self.cache_encoder)
         fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
-        log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
+        self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
                  len(self.windows), self.n_clips / len(self.windows), 100 * fill)
         self.dev_refs, self.dev_audios = [], []
         dev_manifest = resolve_manifest_path(c.dev)
@@ -262,6 +262,10 @@ class Trainer:
 
         c = self.config
         self.acc = acc = self._accelerator()
+        # Other processes log warnings only (tagged with their rank), the main process logs everything.
+        self.log = log if acc.is_main_process else logging.getLogger(f"{__name__}.rank{acc.process_index}")
+        if not acc.is_main_process:
+            self.log.setLevel(logging.WARNING)
         self._check_run_dir()
         set_seed(c.seed)
         net, self.processor = load_model(c.model, device="cpu")
@@ -275,7 +279,7 @@ class Trainer:
         self.counts = parameter_count(model)
         self.cache_encoder = c.frozen_encoder and not c.spec_augment
         if c.frozen_encoder and c.spec_augment:
-            log.info("--spec-augment changes the encoder input every step: encoder outputs are not cached")
+            self.log.info("--spec-augment changes the encoder input every step: encoder outputs are not cached")
         self.cache: dict[int, torch.Tensor] = {}
         self._load_data(self.processor.tokenizer, self.multilingual)
 
@@ -340,7 +344,7 @@ class Trainer:
             lines = p.read_text().splitlines() if p.exists() else []
             kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= state["global_step"]]
             atomic_write_text(p, "".join(x + "\n" for x in kept))
-        log.info("resuming %s from step %d (epoch %d, step %d of it)", self.out, state["global_step"],
+        self.log.info("resuming %s from step %d (epoch %d, step %d of it)", self.out, state["global_step"],
                  state["epoch"], state["step_in_epoch"])
 
     # ---------------------------------------------------------------------------------------- training
@@ -413,7 +417,7 @@ class Trainer:
         self._setup()
         c, s, acc = self.config, self.state, self.acc
         elapsed0, train0 = s["elapsed_s"], s["train_s"]
-        log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps on %d "
+        self.log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps on %d "
                  "clips, %d process(es) on %s", c.model, c.strategy, self.total_steps, self.steps_per_epoch,
                  self.warmup_steps, c.lr, self.eval_every, self.n_dev, self.world, acc.device)
         collate = Collator(self.processor.tokenizer.pad_token_id)
@@ -466,7 +470,7 @@ class Trainer:
             plot_learning_curve(self.out / "log.jsonl", self.out / "learning_curve.png",
                                 f"{c.model} - {c.strategy}")
         acc.wait_for_everyone()
-        log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s", 100 * summary["best_dev_wer"],
+        self.log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s", 100 * summary["best_dev_wer"],
                  summary["best_step"], s["global_step"], s["elapsed_s"],
                  "; stopped early" if s["stopped_early"] else "")
         return summary
@@ -481,7 +485,7 @@ class Trainer:
             s["bad_evals"] += 1
             if self.config.patience and s["bad_evals"] >= self.config.patience and step < self.total_steps:
                 s["stopped_early"] = True
-        log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer, 100 * s["best_wer"],
+        self.log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer, 100 * s["best_wer"],
                  s["best_step"], "; stopping early" if s["stopped_early"] else "")
         return wer
 

@@ -1,0 +1,272 @@
+"""report.compare: fixture evaluation and run directories -> CSV, Markdown, HTML, PNGs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import struct
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kidwhisper.config import ConfigError
+from kidwhisper.report import CompareConfig, CompareError, compare, set_name, short_model_name
+
+
+def rate(wer: float, ci: float = 0.025, s: int = 0, d: int = 0, i: int = 0, ref_words: int = 100) -> dict:
+    return {"wer": wer, "ci_low": wer - ci, "ci_high": wer + ci, "substitutions": s, "deletions": d,
+            "insertions": i, "hits": ref_words - s - d, "errors": s + d + i, "ref_words": ref_words, "n_utts": 20,
+            "n_skipped_empty_ref": 0}
+
+
+def age_group(wer: float, ci: float | None, n_speakers: int) -> dict:
+    return {"n_utts": 10, "n_scored": 10, "n_speakers": n_speakers, "ref_words": 50, "substitutions": 5,
+            "deletions": 0, "insertions": 0, "wer": wer, "ci_low": None if ci is None else wer - ci,
+            "ci_high": None if ci is None else wer + ci, "digits_wer": wer, "orthographic_wer": 1.0,
+            "n_hallucinations": 0}
+
+
+def write_eval(d: Path, *, model="whisper-base", adapter=None, language="en", wer=0.4, ortho=1.02,
+               ortho_sdi=(95, 3, 4), cer=0.2, halluc=0, non_english=0, ages=None, data="data/kids-test") -> Path:
+    d.mkdir(parents=True)
+    s, dl, i = ortho_sdi
+    summary = {
+        "n_utts": 20, "n_speakers": 4, "audio_seconds": 60.0, "headline": "whisper",
+        "wer": {"orthographic": rate(ortho, 0.01, s, dl, i), "whisper": rate(wer, s=20, d=2, i=3),
+                "digits": rate(wer - 0.05)},
+        "cer": {"cer": cer, "ci_low": cer - 0.02, "ci_high": cer + 0.02},
+        "flags": {"empty": 0, "repetition": 0, "long": 0, "non_english": non_english, "hallucination": halluc,
+                  "any": halluc},
+        "breakdown": {"speaker": {}, "age": ages or {}, "gender": {}},
+        "languages": {"en": 20}, "model": model, "adapter": adapter, "data": f"{data}/manifest.jsonl",
+        "manifest_sha256": "ab" * 32, "decoding": {"language": language}, "wall_seconds": 6.0, "rtf": 0.1,
+        "config": {"data": data},
+    }
+    (d / "summary.json").write_text(json.dumps(summary))
+    utts = [{"id": "u1", "ref": "MARK IS GOING TO SEE ELEPHANT", "hyp": "Mark is going to see elephant.",
+             "words": {"orthographic": {"substitutions": 6, "deletions": 0, "insertions": 0},
+                       "whisper": {"substitutions": 0, "deletions": 0, "insertions": 0}}},
+            {"id": "u2", "ref": "I like it", "hyp": "I like it",
+             "words": {"orthographic": {"substitutions": 0}, "whisper": {"substitutions": 0}}}]
+    (d / "utterances.jsonl").write_text("".join(json.dumps(u) + "\n" for u in utts))
+    (d / "eval_config.yaml").write_text(yaml.safe_dump({"model": model, "language": language}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    """Two zero-shot baselines (en, auto) and one LoRA run with its own evaluations."""
+    root = tmp_path_factory.mktemp("results")
+    kid_ages = {"6": age_group(0.50, None, 1), "8": age_group(0.40, 0.05, 2), "11": age_group(0.30, 0.04, 3)}
+    tuned_ages = {"6": age_group(0.35, None, 1), "8": age_group(0.28, 0.04, 2), "11": age_group(0.20, 0.03, 3)}
+    write_eval(root / "baseline/whisper-base-en/kids-test", wer=0.41404, ages=kid_ages)
+    write_eval(root / "baseline/whisper-base-en/adults-test", wer=0.12345, ortho=0.9, data="data/adults-test")
+    write_eval(root / "baseline/whisper-base-auto/kids-test", language="auto", wer=0.9, ortho=1.6,
+               ortho_sdi=(90, 5, 65), halluc=3, non_english=7, ages=kid_ages)
+    write_eval(root / "baseline/whisper-base-auto/adults-test", language="auto", wer=0.2, data="data/adults-test")
+    run = root / "runs/lora-r16"
+    write_eval(run / "eval/kids-test", adapter=str(run / "adapter"), wer=0.31053, ortho=1.01, cer=0.15,
+               ages=tuned_ages)
+    write_eval(run / "eval/adults-test", adapter=str(run / "adapter"), wer=0.13, data="data/adults-test")
+    (run / "adapter").mkdir()
+    (run / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "lora",
+                                                           "language": "en", "dev": "data/kids-dev"}))
+    lines = [{"step": k, "epoch": k / 40, "loss": 2.0 / k ** 0.5, "lr": 1e-3, "elapsed_s": 3.0 * k} for k in range(1, 81)]
+    for k, w in ((20, 0.40), (40, 0.33), (60, 0.30), (80, 0.305)):
+        lines[k - 1]["dev_wer"] = w
+    (run / "log.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (run / "summary.json").write_text(json.dumps({
+        "model": "whisper-base", "strategy": "lora", "trainable_params": 1_179_648, "total_params": 72_593_920,
+        "trainable_pct": 1.625, "best_dev_wer": 0.30, "best_step": 60, "steps": 80, "epochs_run": 2.0,
+        "wall_seconds": 3725.0, "clips_per_s": 4.5, "stopped_early": False}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("report")
+    return compare([results], out), out
+
+
+def csv_rows(out: Path) -> dict[tuple[str, str], dict]:
+    with open(out / "comparison.csv", newline="") as f:
+        return {(r["configuration"], r["test_set"]): r for r in csv.DictReader(f)}
+
+
+def md_row(md: str, label: str) -> list[str]:
+    line = next(x for x in md.splitlines() if x.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_configurations_sets_and_baseline(report):
+    result, _ = report
+    assert result["configurations"] == ["whisper-base (en)", "whisper-base (auto)", "whisper-base + lora"]
+    assert result["sets"] == ["kids-test", "adults-test"]
+    assert result["baseline"] == "whisper-base (en)"
+    assert result["runs"] == ["whisper-base + lora"]
+
+
+def test_csv_rows_and_values(report):
+    _, out = report
+    rows = csv_rows(out)
+    assert len(rows) == 6
+    tuned = rows[("whisper-base + lora", "kids-test")]
+    assert tuned["strategy"] == "lora" and tuned["language"] == "en" and tuned["model"] == "whisper-base"
+    assert float(tuned["wer_pct"]) == pytest.approx(31.05)
+    assert float(tuned["wer_ci_low_pct"]) == pytest.approx(28.55)
+    assert float(tuned["rel_change_pct"]) == pytest.approx(100 * (0.31053 - 0.41404) / 0.41404, abs=0.01)
+    assert float(tuned["cer_pct"]) == 15.0 and float(tuned["orthographic_wer_pct"]) == 101.0
+    assert int(tuned["trainable_params"]) == 1_179_648
+    assert float(tuned["trainable_pct"]) == pytest.approx(1.625)
+    assert (tuned["substitutions"], tuned["deletions"], tuned["insertions"]) == ("20", "2", "3")
+    auto = rows[("whisper-base (auto)", "kids-test")]
+    assert auto["hallucinations"] == "3" and auto["non_english"] == "7" and auto["trainable_params"] == "0"
+    base = rows[("whisper-base (en)", "kids-test")]
+    assert base["rel_change_pct"] == "0.0" and base["strategy"] == "zero-shot" and base["adapter"] == ""
+    assert float(rows[("whisper-base (en)", "adults-test")]["wer_pct"]) == pytest.approx(12.35)
+
+
+def test_markdown_table_rounding_ci_and_relative_change(report):
+    _, out = report
+    md = (out / "report.md").read_text()
+    header = md_row(md, "Configuration")
+    assert header[:5] == ["Configuration", "Trainable params", "Trainable %", "kids-test WER % (95 % CI)",
+                          "vs baseline"]
+    assert "adults-test WER % (95 % CI)" in header
+    base = md_row(md, "whisper-base (en)")
+    assert base[1:5] == ["0", "0.0 %", "41.4 (38.9-43.9)", "baseline"]
+    assert base[header.index("adults-test WER % (95 % CI)")] == "12.3 (9.8-14.8)"
+    tuned = md_row(md, "whisper-base + lora")
+    assert tuned[1:5] == ["1.18 M", "1.6 %", "31.1 (28.6-33.6)", "-25.0 %"]  # (31.053 - 41.404) / 41.404
+    assert tuned[header.index("kids-test CER %")] == "15.0"
+    assert tuned[header.index("kids-test orthographic WER %")] == "101.0"
+    adults = header.index("adults-test WER % (95 % CI)")
+    assert tuned[adults:adults + 2] == ["13.0 (10.5-15.5)", "+5.3 %"]  # (13.0 - 12.345) / 12.345
+    assert md_row(md, "whisper-base (auto)")[header.index("kids-test hallucinations")] == "3"
+    # WER by age: tuned vs baseline per age, CI only where the age has more than one speaker
+    age6 = md_row(md, "6")
+    assert age6[1:] == ["1", "10", "50.0", "50.0", "35.0"]
+    assert md_row(md, "8")[1:] == ["2", "10", "40.0 (35.0-45.0)", "40.0 (35.0-45.0)", "28.0 (24.0-32.0)"]
+    # training summary
+    run = md_row(md, "whisper-base + lora")  # first match is the results table; the run row comes later
+    assert run[0] == "whisper-base + lora"
+    assert "| whisper-base + lora | lora | 1.18 M | 1.6 % | 30.0 | 60 | 80 | 2.00 | 1 h 02 min | 4.50 | finished |" in md
+    for png in ("wer_by_config.png", "wer_by_age.png", "learning_curves.png"):
+        assert f"]({png})" in md
+
+
+def test_orthographic_explanation_uses_the_numbers(report):
+    _, out = report
+    md = (out / "report.md").read_text()
+    para = md.split("## Why orthographic WER exceeds 100 %")[1].split("##")[0]
+    assert "whisper-base (auto) scores 160.0 %" in para
+    assert "90 substitutions, 5 deletions and 65 insertions over 100 reference words" in para
+    assert "7 of 20 clips" in para
+    assert "whisper-base (en) scores 102.0 %" in para
+    assert "with Whisper's English normalizer on both sides, 41.4 % (digit-aware: 36.4 %)" in para
+    assert "95.0 % of the reference words of whisper-base (en) count as substitutions" in para
+    assert "1 of 2 references are all upper-case and 1 of 2 hypotheses carry punctuation" in para
+    assert "'MARK IS GOING TO SEE ELEPHANT' vs 'Mark is going to see elephant.' is all errors raw" in para
+    assert "The 65 inserted words of whisper-base (auto) on top of those substitutions take it to 160.0 %" in para
+
+
+def test_html_is_self_contained(report):
+    _, out = report
+    page = (out / "report.html").read_text()
+    assert page.count("src='data:image/png;base64,") == 3
+    assert "src='wer_by" not in page and "<link" not in page and "<style>" in page
+    assert "<td>31.1 (28.6-33.6)</td>" in page and "<td>-25.0 %</td>" in page
+    assert "<b>whisper-base (en)</b>" in page
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_pngs_are_real_plots(report):
+    result, out = report
+    for name in ("wer_by_config.png", "wer_by_age.png", "learning_curves.png"):
+        width, height = png_size(out / name)
+        assert width >= 600 and height >= 400, name
+        assert (out / name).stat().st_size > 15_000, name
+        assert result["files"][name] == str(out / name)
+    saved = yaml.safe_load((out / "compare_config.yaml").read_text())
+    assert saved["baseline"] is None and saved["sets"][0] == "kids-test"
+
+
+def test_baseline_by_label_and_unknown_label(results, tmp_path):
+    result = compare([results], tmp_path / "a", CompareConfig(baseline="whisper-base (auto)", sets=["adults-test"]))
+    assert result["baseline"] == "whisper-base (auto)" and result["sets"] == ["adults-test", "kids-test"]
+    rows = csv_rows(tmp_path / "a")
+    assert float(rows[("whisper-base (en)", "kids-test")]["rel_change_pct"]) == pytest.approx(-54.0, abs=0.01)
+    with pytest.raises(ConfigError, match=r"whisper-base \(en\).*whisper-base \+ lora"):
+        compare([results], tmp_path / "b", CompareConfig(baseline="whisper-large"))
+
+
+def test_empty_input_dir_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CompareError, match=r"no evaluation \(summary.json \+ utterances.jsonl\).*empty.*kidwhisper "
+                                           r"evaluate"):
+        compare([tmp_path / "empty"], tmp_path / "out")
+    with pytest.raises(CompareError, match="missing: not found"):
+        compare([tmp_path / "missing"], tmp_path / "out")
+
+
+def test_unreadable_dir_is_skipped_with_count(tmp_path, caplog):
+    write_eval(tmp_path / "in/whisper-tiny.en/kids-test", model="whisper-tiny.en", wer=0.5)
+    bad = tmp_path / "in/broken/kids-test"
+    bad.mkdir(parents=True)
+    (bad / "summary.json").write_text("{not json")
+    (bad / "utterances.jsonl").write_text("")
+    with caplog.at_level(logging.WARNING, logger="kidwhisper.report"):
+        result = compare([tmp_path / "in"], tmp_path / "out")
+    assert result["configurations"] == ["whisper-tiny.en"] and result["runs"] == []
+    assert any(str(bad) in r.getMessage() for r in caplog.records)
+    assert "skipped 1 unreadable result directory" in caplog.text
+    assert not (tmp_path / "out/learning_curves.png").exists() and (tmp_path / "out/wer_by_config.png").exists()
+
+
+def test_set_and_model_names():
+    known = ["kids-test", "adults-test"]
+    assert set_name(Path("/r/ev1"), {"data": "/tmp/man/speechocean762-kids-test/manifest.jsonl"}, known) == "kids-test"
+    assert set_name(Path("/r/ev1"), {"config": {"data": "../shared/data/speechocean762-adults/test"},
+                                     "data": "/r/ev1/prepared/manifest.jsonl"}, known) == "adults-test"
+    assert set_name(Path("/r/other-dev"), {}, known) == "other-dev"
+    assert set_name(Path("/r/ev1"), {"data": "x/elsewhere/manifest.jsonl"}, known) == "ev1"
+    assert short_model_name("openai/whisper-base") == "whisper-base"
+    assert short_model_name("runs/full/model") == "full/model"
+
+
+def test_eval_of_run_outside_inputs_and_label_clash(results, tmp_path):
+    """An evaluation elsewhere whose adapter lives in a run dir belongs to that run; two lora runs get [dir]."""
+    other = tmp_path / "runs/lora-r8"
+    (other / "adapter").mkdir(parents=True)
+    (other / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "lora"}))
+    (other / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n{partial")
+    write_eval(tmp_path / "evals/r8/kids-test", adapter=str(other / "adapter"), wer=0.35)
+    result = compare([results, tmp_path / "evals"], tmp_path / "out")
+    assert result["configurations"][-2:] == ["whisper-base + lora [lora-r16]", "whisper-base + lora [lora-r8]"]
+    md = (tmp_path / "out/report.md").read_text()
+    assert "| whisper-base + lora [lora-r8] | lora | ? | ? | - | - | 1 |" in md
+    assert "incomplete (no summary.json)" in md
+
+
+def test_relative_adapter_path_and_dev_baseline_line(results, tmp_path, monkeypatch):
+    """An adapter path relative to another working directory still finds its run; the baseline's kids-dev
+    WER becomes the reference line of the dev-WER panel."""
+    from kidwhisper.report import collect, dev_references, resolve_baseline
+
+    monkeypatch.chdir(tmp_path)
+    write_eval(tmp_path / "more/tuned-on-dev", adapter="runs/lora-r16/adapter", wer=0.29, data="data/kids-dev")
+    write_eval(tmp_path / "more/base-on-dev", wer=0.38, data="data/kids-dev")
+    config = CompareConfig()
+    confs, runs, sets = collect([results, tmp_path / "more"], config)
+    assert sets == ["kids-test", "adults-test", "kids-dev"]
+    tuned = next(c for c in confs if c.label == "whisper-base + lora")
+    assert tuned.results["kids-dev"][0].name == "tuned-on-dev"
+    base = resolve_baseline(confs, None)
+    assert dev_references(runs, confs, base, config.sets) == [("whisper-base (en) on kids-dev (baseline)", 0.38)]
