@@ -130,6 +130,141 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- train
+def _train_args(p):
+    import dataclasses
+
+    from kidwhisper.train.config import STRATEGIES, TrainConfig
+
+    p.add_argument("--config", help="YAML/JSON file with TrainConfig options (flags override it)")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
+    p.add_argument("--strategy", choices=STRATEGIES)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("strategy", "lora", "progress"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        if "bool" in kind:
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = int if "int" in kind and "float" not in kind else float if "float" in kind else str
+            p.add_argument(flag, dest=f.name, type=typ, default=None)
+    for name, typ in (("r", int), ("alpha", int), ("dropout", float), ("target_modules", str)):
+        p.add_argument(f"--lora.{name.replace('_', '-')}", dest=f"lora_{name}", type=typ, default=None)
+
+
+@command("train", "fine-tune with a named strategy (lora, lora-decoder, lora-encoder, full, encoder, decoder)")
+@_args(_train_args)
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from kidwhisper.config import from_dict, read_config_file
+    from kidwhisper.train.config import TrainConfig
+    from kidwhisper.train.loop import train
+
+    data = read_config_file(args.config) if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if v is not None and f.name != "lora":
+            data[f.name] = v
+    lora = dict(data.get("lora") or {})
+    for name in ("r", "alpha", "dropout", "target_modules"):
+        v = getattr(args, f"lora_{name}")
+        if v is not None:
+            lora[name] = v
+    if lora:
+        data["lora"] = lora
+    data["progress"] = not args.quiet
+    missing = [n for n in ("model", "train", "dev", "out") if not data.get(n)]
+    if missing:
+        from kidwhisper.config import ConfigError
+
+        raise ConfigError(f"missing required option(s): {', '.join('--' + m for m in missing)}")
+    summary = train(from_dict(TrainConfig, data, where="train options"), resume=args.resume)
+    print(json.dumps({k: summary.get(k) for k in ("strategy", "trainable_params", "trainable_pct", "best_dev_wer",
+                                                   "best_step", "steps", "wall_seconds") if k in summary}, indent=2))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- compare
+def _compare_args(p):
+    p.add_argument("inputs", nargs="+", help="evaluation dirs (summary.json) and/or training run dirs")
+    p.add_argument("--out", required=True, help="where report.md, report.html, comparison.csv and plots go")
+    p.add_argument("--baseline", help="label of the baseline configuration (default: the first)")
+
+
+@command("compare", "baseline vs tuned: tables, plots, report.md/html from result files only")
+@_args(_compare_args)
+def cmd_compare(args) -> int:
+    from kidwhisper.report import CompareConfig, compare
+
+    cfg = CompareConfig(baseline=args.baseline) if args.baseline else None
+    compare(args.inputs, args.out, cfg)
+    print(f"written: {Path(args.out) / 'report.md'}, report.html, comparison.csv and plots")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- transcribe
+def _transcribe_args(p):
+    p.add_argument("audio", nargs="+", help="audio files (wav/flac/mp3/ogg, any rate, stereo, any length)")
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--adapter")
+    p.add_argument("--language", default="en", help="force this language (default en) or 'auto'")
+    p.add_argument("--format", dest="output_format", choices=["text", "json", "srt"], default="text")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+
+
+@command("transcribe", "transcribe audio files with a (tuned) model: text, JSON or SRT")
+@_args(_transcribe_args)
+def cmd_transcribe(args) -> int:
+    from kidwhisper.transcribe import format_results, transcribe
+
+    results = transcribe(args.audio, args.model, adapter=args.adapter, language=args.language,
+                         output_format=args.output_format, device=args.device, batch_size=args.batch_size)
+    print(format_results(results, args.output_format))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ export
+def _export_args(p):
+    p.add_argument("out", help="output directory")
+    p.add_argument("--model", required=True)
+    p.add_argument("--adapter")
+    p.add_argument("--format", dest="fmt", choices=["merged", "ct2"], required=True)
+    p.add_argument("--quantization", help="CTranslate2 quantization, e.g. int8, float16 (ct2 only)")
+
+
+@command("export", "export a tuned model: merged Hugging Face weights, or CTranslate2 for faster-whisper")
+@_args(_export_args)
+def cmd_export(args) -> int:
+    from kidwhisper.export import export
+
+    path = export(args.model, args.adapter, args.fmt, args.out, quantization=args.quantization)
+    print(f"written: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- run
+def _run_args(p):
+    p.add_argument("config", help="run config YAML (configs/quick.yaml, configs/reference.yaml)")
+    p.add_argument("--out", help="override the config's output directory")
+
+
+@command("run", "the whole job from one config: prepare -> baseline -> train -> evaluate -> compare")
+@_args(_run_args)
+def cmd_run(args) -> int:
+    from kidwhisper.pipeline import load_run_config, run
+
+    cfg = load_run_config(args.config, {"out": args.out, "progress": False if args.quiet else None})
+    run(cfg)
+    report = Path(cfg.out) / "report" / "report.md"
+    if report.exists():
+        print(report.read_text())
+    print(f"written: {report}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     from kidwhisper import __version__

@@ -495,7 +495,7 @@ def plot_wer_by_config(confs: list[Configuration], sets: list[str], path: Path, 
         return None
     plt = _plt()
     n = len(confs)
-    width = 0.8 / n
+    width = min(0.8 / n, 0.25)  # one or two configurations: no bars as wide as the plot
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 + 0.55 * n * len(sets)), 5))
     top = 0.0
     for i, c in enumerate(confs):
@@ -505,17 +505,18 @@ def plot_wer_by_config(confs: list[Configuration], sets: list[str], path: Path, 
             if w.get("wer") is None:
                 continue
             v = 100 * w["wer"]
-            xs.append(j - 0.4 + width * (i + 0.5))
+            xs.append(j + width * (i - (n - 1) / 2))
             ys.append(v)
             lo.append(max(v - 100 * w["ci_low"], 0) if w.get("ci_low") is not None else 0)
             hi.append(max(100 * w["ci_high"] - v, 0) if w.get("ci_high") is not None else 0)
         bars = ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, label=c.label, color=f"C{i % 10}")
         for b, v, h in zip(bars, ys, hi, strict=True):
-            ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + h), xytext=(0, 2),
+            ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v + h), xytext=(0, 3),
                         textcoords="offset points", ha="center", va="bottom", fontsize=8,
                         rotation=90 if n > 4 else 0)
             top = max(top, v + h)
     ax.set_xticks(range(len(sets)), sets)
+    ax.set_xlim(-0.6, len(sets) - 0.4)
     ax.set_xlabel("test set")
     ax.set_ylabel("WER (%), Whisper-normalized")
     ax.set_ylim(0, top * (1.25 if n > 4 else 1.12) + 1)
@@ -598,7 +599,7 @@ def plot_learning_curves(runs: list[Run], path: Path, dpi: int,
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="best")  # "best" also avoids the baseline line
     fig.tight_layout()
     return _save(fig, path, dpi)
 
@@ -647,10 +648,7 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
         blocks += [("h2", "All results"), ("table", (
             ["Configuration", "Test set", "Clips (speakers)", "WER %", "Digit-aware WER %", "Orthographic WER %",
              "CER %", "S / D / I", "Hallucinations", "Non-English", "RTF"],
-            [[r["configuration"], r["test_set"], f"{r['n_utts']} ({r['n_speakers']})", _num(r["wer_pct"]),
-              _num(r["digits_wer_pct"]), _num(r["orthographic_wer_pct"]), _num(r["cer_pct"]),
-              f"{r['substitutions']} / {r['deletions']} / {r['insertions']}", _num(r["hallucinations"]),
-              _num(r["non_english"]), _num(r["rtf"], 3)] for r in rows(confs, sets, base)]))]
+            [_detail_row(c, s) for c in confs for s in sets if s in c.results]))]
         blocks += _consistency_notes(confs, sets)
         aged = [c for c in confs if head in c.results and _ages(c.results[head][1])]
         if aged:
@@ -678,6 +676,17 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
 
 def _num(v: Any, nd: int = 1) -> str:
     return "-" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def _detail_row(c: Configuration, test_set: str) -> list[str]:
+    """One "All results" line, formatted from the unrounded summary (no double rounding via the CSV)."""
+    summ = c.results[test_set][1]
+    w, wer, flags = headline(summ), summ["wer"], summ.get("flags") or {}
+    return [c.label, test_set, f"{summ.get('n_utts')} ({summ.get('n_speakers')})", _pct(w.get("wer")),
+            _pct((wer.get("digits") or {}).get("wer")), _pct(_ortho(summ).get("wer")),
+            _pct((summ.get("cer") or {}).get("cer")),
+            f"{w.get('substitutions')} / {w.get('deletions')} / {w.get('insertions')}",
+            _num(flags.get("hallucination")), _num(flags.get("non_english")), _num(summ.get("rtf"), 3)]
 
 
 def _run_row(r: Run) -> list[str]:
@@ -769,7 +778,7 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
     Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline``.
     """
     config = config or CompareConfig()
-    confs, runs, sets = collect(list(inputs), config)
+    confs, runs, sets = collect([inputs] if isinstance(inputs, str | Path) else list(inputs), config)
     base = resolve_baseline(confs, config.baseline)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,184 @@
+"""``kidwhisper export``: a tuned model as a standalone merged Hugging Face model or a CTranslate2 model.
+
+``merged``
+    The base model with the LoRA adapter folded into its weights (``merge_and_unload``), saved as
+    safetensors with its processor (``tokenizer.json``, ``preprocessor_config.json``) and a generation
+    config that decodes the way the model was tuned: for a multilingual model ``language="en"`` and
+    ``task="transcribe"`` are the saved defaults, so ``transformers.pipeline("automatic-speech-recognition",
+    model=OUT)`` transcribes English with no ``generate_kwargs`` (it would otherwise detect the language per
+    clip). Loads with ``WhisperForConditionalGeneration.from_pretrained(OUT)`` and needs no PEFT.
+``ct2``
+    A CTranslate2 directory for faster-whisper (``WhisperModel(OUT)``): the merged model converted by
+    ``ctranslate2.converters.TransformersConverter`` with ``quantization`` (``int8``, ``float16``, ...;
+    None keeps float32). A built-in model without an adapter and without quantization is a copy of the
+    faster-whisper weights it ships as. faster-whisper takes the language per call
+    (``model.transcribe(audio, language="en")``); CTranslate2 models carry no default language.
+
+Every export is written to a temporary directory next to ``OUT`` and renamed into place when complete,
+with ``export_info.json`` (source model, adapter, format, quantization, generation defaults, versions).
+An existing ``OUT`` is replaced only if it is empty or an earlier export (has ``export_info.json``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from kidwhisper import __version__
+from kidwhisper.decode import is_multilingual
+from kidwhisper.models.builtin import (
+    BUILTIN_MODELS,
+    CACHE_MARKER,
+    ModelError,
+    builtin_ct2_dir,
+    builtin_path,
+)
+from kidwhisper.models.load import load_model
+
+log = logging.getLogger(__name__)
+
+ExportFormat = Literal["merged", "ct2"]
+EXPORT_FORMATS: tuple[str, ...] = ("merged", "ct2")
+# What ctranslate2's converter accepts for --quantization (weights type of model.bin).
+QUANTIZATIONS: tuple[str, ...] = ("int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+                                  "float16", "bfloat16", "float32")
+INFO_FILE = "export_info.json"
+# ctranslate2 copies these next to model.bin; faster-whisper reads them (tokenizer, mel settings).
+CT2_COPY_FILES = ["tokenizer.json", "preprocessor_config.json"]
+
+
+def export(model: str, adapter: str | None = None, fmt: ExportFormat = "merged", out: str | Path = "export",
+           quantization: str | None = None, language: str = "en") -> Path:
+    """Export ``model`` (+ LoRA ``adapter``) to ``out`` as ``fmt`` ("merged" or "ct2"); returns ``out``.
+
+    ``quantization`` applies to ``ct2`` only. ``language`` is the default saved for multilingual models
+    (the language the model was tuned on; English).
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"--format {fmt}: choose one of {', '.join(EXPORT_FORMATS)}")
+    if quantization is not None and fmt != "ct2":
+        raise ValueError(f"--quantization {quantization} applies to --format ct2 only; a merged model is "
+                         f"saved in float32")
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ValueError(f"--quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+    out = Path(out)
+    _check_target(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        info = {"source_model": model, "adapter": str(adapter) if adapter else None, "format": fmt,
+                "quantization": quantization}
+        if fmt == "merged":
+            info.update(_write_merged(model, adapter, tmp, language))
+        elif adapter is None and quantization is None and model in BUILTIN_MODELS:
+            info.update(_copy_builtin_ct2(model, tmp))
+        else:
+            info.update(_write_ct2(model, adapter, tmp, quantization, language))
+        info["versions"] = versions()
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s%s as %s to %s", model, f" + {adapter}" if adapter else "", fmt, out)
+    return out
+
+
+def _check_target(out: Path) -> None:
+    if out.is_file():
+        raise FileExistsError(f"{out} is a file; pass a directory path for the export")
+    if out.is_dir() and any(out.iterdir()) and not (out / INFO_FILE).exists():
+        raise FileExistsError(f"{out} exists and is not an earlier kidwhisper export (no {INFO_FILE}); "
+                              f"choose a new OUT directory or remove it")
+
+
+def _write_merged(model: str, adapter: str | None, out: Path, language: str = "en") -> dict:
+    """Merged float32 HF model + processor + generation config in ``out`` (which exists)."""
+    net, processor = load_model(model, adapter, device="cpu", merge=True)
+    gen = net.generation_config
+    if is_multilingual(net):
+        known = getattr(gen, "lang_to_id", None) or {}
+        if known and f"<|{language}|>" not in known:
+            raise ModelError(f"language {language!r} is not one {model} knows")
+        gen.language, gen.task = language, "transcribe"
+    gen.return_timestamps = False
+    for cfg in (gen, net.config):  # Hub configs carry forced_decoder_ids; language/task supersede them
+        if getattr(cfg, "forced_decoder_ids", None) is not None:
+            cfg.forced_decoder_ids = None
+    net.save_pretrained(out, safe_serialization=True)
+    processor.save_pretrained(out)
+    # transformers 5 folds the feature extractor into processor_config.json; ctranslate2, faster-whisper
+    # and older transformers read preprocessor_config.json.
+    processor.feature_extractor.save_pretrained(out)
+    missing = [f for f in ("model.safetensors", "config.json", "generation_config.json", *CT2_COPY_FILES)
+               if not (out / f).exists()]
+    if missing:
+        raise ModelError(f"merged export in {out} lacks {', '.join(missing)}; the installed transformers "
+                         f"({md.version('transformers')}) saves differently from what kidwhisper expects")
+    return {"multilingual": is_multilingual(net),
+            "generation": {"language": getattr(gen, "language", None), "task": getattr(gen, "task", None),
+                           "timestamps": False},
+            "parameters": sum(p.numel() for p in net.parameters()),
+            "adapter_meta": _adapter_meta(adapter)}
+
+
+def _write_ct2(model: str, adapter: str | None, out: Path, quantization: str | None, language: str) -> dict:
+    """Merge into a scratch HF directory, then convert it with ctranslate2 into ``out``."""
+    import ctranslate2
+
+    scratch = Path(tempfile.mkdtemp(prefix=".merged.", dir=out.parent))
+    try:
+        info = _write_merged(model, adapter, scratch, language)
+        log.info("converting the merged model to CTranslate2 (quantization=%s)", quantization or "none")
+        converter = ctranslate2.converters.TransformersConverter(str(scratch), copy_files=CT2_COPY_FILES)
+        try:
+            converter.convert(str(out), quantization=quantization, force=True)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise ModelError(f"ctranslate2 {ctranslate2.__version__} could not convert {model}: {e}") from e
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    info["generation"] = {"language": "passed per call (faster-whisper transcribe(language=...))",
+                          "task": "transcribe", "timestamps": False}
+    return info
+
+
+def _copy_builtin_ct2(model: str, out: Path) -> dict:
+    """A built-in model with no adapter is already a faster-whisper model: copy it (+ mel settings)."""
+    from transformers import WhisperFeatureExtractor
+
+    src = builtin_ct2_dir(model)
+    for f in src.iterdir():
+        if f.is_file() and (f.name == "model.bin" or f.suffix in (".json", ".txt")) and f.name != CACHE_MARKER:
+            shutil.copy2(f, out / f.name)
+    WhisperFeatureExtractor.from_pretrained(builtin_path(model)).save_pretrained(out)
+    multilingual = bool(json.loads((src / "config.json").read_text()).get("lang_ids"))
+    return {"copied_from": str(src), "multilingual": multilingual,
+            "generation": {"language": "passed per call (faster-whisper transcribe(language=...))",
+                           "task": "transcribe", "timestamps": False}}
+
+
+def _adapter_meta(adapter: str | None) -> dict | None:
+    """The adapter's kidwhisper_adapter.json (base model, strategy, step, dev WER) if it has one."""
+    if not adapter:
+        return None
+    meta = Path(adapter) / "kidwhisper_adapter.json"
+    return json.loads(meta.read_text()) if meta.exists() else None
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"kidwhisper": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "peft", "ctranslate2", "faster-whisper"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out

@@ -1,0 +1,238 @@
+"""The training loop end to end on a tiny random Whisper and real kids' clips (kidwhisper.train.loop)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from kidwhisper.config import ConfigError, from_dict
+from kidwhisper.train import loop
+from kidwhisper.train.config import LoraConfig, TrainConfig
+from kidwhisper.train.loop import Trainer, corpus_wer, train
+from kidwhisper.train.strategies import trainable_state_dict
+
+RUN_FILES = {"adapter", "checkpoints", "train_config.yaml", "log.jsonl", "learning_curve.png", "summary.json"}
+CHECKPOINT_FILES = {"trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng_rank0.json", "trainer_state.json"}
+
+
+@pytest.fixture
+def make_config(tiny_model_dir, kids_manifests, tmp_path):
+    """12 real clips pack into 2 windows; batch_size 1 -> 2 optimizer steps per epoch."""
+    train_m, dev_m = kids_manifests
+
+    def make(name: str = "run", **kw) -> TrainConfig:
+        opts = dict(model=str(tiny_model_dir), train=str(train_m), dev=str(dev_m), out=str(tmp_path / name),
+                    batch_size=1, epochs=2, progress=False)
+        return TrainConfig(**{**opts, **kw})
+
+    return make
+
+
+# --------------------------------------------------------------------------------------------- config
+def test_config_validation_names_the_flags():
+    base = dict(model="m", train="t", dev="d", out="o")
+    with pytest.raises(ConfigError, match="Can't provide both `--warmup-ratio` and `--warmup-steps`"):
+        TrainConfig(**base, warmup_ratio=0.1, warmup_steps=10)
+    with pytest.raises(ConfigError, match="`--strategy` must be one of lora, lora-decoder"):
+        TrainConfig(**base, strategy="adapters")
+    with pytest.raises(ConfigError, match="`--batch-size` must be >= 1"):
+        TrainConfig(**base, batch_size=0)
+    with pytest.raises(ConfigError, match="`--pack-seconds`"):
+        TrainConfig(**base, pack_seconds=31)
+    with pytest.raises(ConfigError, match="`--device`"):
+        TrainConfig(**base, device="tpu")
+    assert TrainConfig(**base).lr == 1e-3 and TrainConfig(**base, strategy="lora-decoder").lr == 1e-3
+    assert TrainConfig(**base, strategy="full").lr == 1e-5 and TrainConfig(**base, strategy="decoder", lr=3e-5).lr == 3e-5
+    assert TrainConfig(**base).warmup(100) == 10 and TrainConfig(**base, warmup_steps=7).warmup(100) == 7
+    cfg = from_dict(TrainConfig, {**base, "lora": {"r": 8, "target_modules": ["q_proj"]}})
+    assert cfg.lora == LoraConfig(r=8, target_modules=["q_proj"])
+    with pytest.raises(ConfigError, match="unknown option"):
+        from_dict(TrainConfig, {**base, "learning_rate": 1})
+
+
+def test_corpus_wer_aggregates_and_skips_empty_references():
+    refs = ["WE CALL IT BEAR", "YES", "[noise]"]
+    hyps = ["We call it a bear.", "", "hello"]
+    wer, skipped = corpus_wer(refs, hyps)
+    assert skipped == 1  # "[noise]" normalizes to nothing
+    assert wer == pytest.approx((1 + 1) / (4 + 1))  # one insertion, one deletion over 5 reference words
+    with pytest.raises(ValueError, match="normalizes to empty"):
+        corpus_wer(["[noise]"], ["x"])
+
+
+# ---------------------------------------------------------------------------------------- end to end
+def test_lora_run_writes_the_run_dir(make_config):
+    from kidwhisper.models.load import load_model
+
+    config = make_config()
+    summary = train(config)
+    out = Path(config.out)
+    assert {p.name for p in out.iterdir()} == RUN_FILES
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"last"}
+    assert {p.name for p in (out / "checkpoints" / "last").iterdir()} == CHECKPOINT_FILES
+    assert {"adapter_config.json", "adapter_model.safetensors", "kidwhisper_adapter.json"} <= \
+        {p.name for p in (out / "adapter").iterdir()}
+    meta = json.loads((out / "adapter" / "kidwhisper_adapter.json").read_text())
+    assert meta["base_model"] == config.model and meta["strategy"] == "lora"
+
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["step"] for r in rows if "dev_wer" in r] == [2, 4]  # once per epoch by default
+    assert all({"step", "epoch", "loss", "lr", "elapsed_s"} <= set(r) for r in rows)
+    assert (out / "learning_curve.png").stat().st_size > 10_000
+
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert (summary["trainable_params"], summary["total_params"]) == (6144, 871_232)
+    assert summary["n_train_clips"] == 12 and summary["n_windows"] == 2 and summary["steps"] == 4
+    assert summary["epochs_run"] == 2 and not summary["stopped_early"] and summary["n_dev_clips"] == 3
+    assert summary["best_step"] in (2, 4) and 0 < summary["best_dev_wer"]
+    assert summary["clips_per_s"] > 0 and summary["peak_rss_mb"] > 0
+    saved = from_dict(TrainConfig, yaml.safe_load((out / "train_config.yaml").read_text()))
+    assert saved == config
+
+    weights = load_file(str(out / "checkpoints" / "last" / "trainable.safetensors"))
+    assert weights and all("lora_" in k for k in weights)  # frozen weights are not in the checkpoint
+    model, _ = load_model(config.model, adapter=str(out / "adapter"), device="cpu")
+    assert any("lora_" in n for n, _ in model.named_parameters())
+    with pytest.raises(ConfigError, match="already holds a run; pass --resume"):
+        train(config)
+
+
+@pytest.mark.parametrize("strategy, trains, frozen", [
+    ("decoder", "model.decoder.", "model.encoder."),
+    ("encoder", "model.encoder.", "model.decoder."),
+])
+def test_frozen_parameters_do_not_change(make_config, tiny_model_dir, strategy, trains, frozen):
+    from transformers import WhisperForConditionalGeneration
+
+    from kidwhisper.models.load import load_model
+
+    config = make_config(strategy=strategy, max_steps=2, lr=1e-2)
+    summary = train(config)
+    assert summary["encoder_outputs_cached"] is (strategy == "decoder")
+    before = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir).state_dict()
+    model, processor = load_model(str(Path(config.out) / "model"), device="cpu")  # best weights, loadable
+    after = model.state_dict()
+    assert model.generation_config.task == "transcribe" and "en" in str(model.generation_config.language)
+    changed = {k for k in before if not torch.equal(before[k], after[k]) and k != "proj_out.weight"}  # tied
+    assert changed and all(k.startswith(trains) for k in changed)
+    assert not any(k.startswith(frozen) for k in changed)
+    assert "model.encoder.embed_positions.weight" not in changed  # fixed sinusoids
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("strategy, spec_augment", [("lora", True), ("lora-decoder", False)])
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeypatch, tmp_path, strategy,
+                                                           spec_augment):
+    opts = dict(strategy=strategy, spec_augment=spec_augment, max_steps=6, eval_every=3, save_every=1,
+                patience=None)
+    reference = train(make_config("uninterrupted", **opts))
+
+    killed = make_config("killed", **opts)
+    save, step = Trainer.save_checkpoint, Trainer._step
+
+    def save_and_copy(self):
+        save(self)
+        if self.state["global_step"] == 3:
+            shutil.copytree(Path(self.config.out) / "checkpoints" / "last", tmp_path / "step3")
+
+    def die_at_step_6(self, micro_batches):
+        if self.state["global_step"] == 5:
+            raise Killed
+        return step(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", save_and_copy)
+    monkeypatch.setattr(Trainer, "_step", die_at_step_6)
+    with pytest.raises(Killed):
+        train(killed)
+    monkeypatch.undo()
+    last = Path(killed.out) / "checkpoints" / "last"
+    assert json.loads((last / "trainer_state.json").read_text())["global_step"] == 5
+    shutil.rmtree(last)  # go back to the step-3 checkpoint: steps 4 and 5 must be redone
+    shutil.copytree(tmp_path / "step3", last)
+
+    resumed = train(killed, resume=True)
+    assert resumed["steps"] == reference["steps"] == 6 and resumed["resumed"]
+    assert resumed["evals"] == reference["evals"] and resumed["best_step"] == reference["best_step"]
+    final = [load_file(str(Path(c) / "checkpoints" / "last" / "trainable.safetensors"))
+             for c in (make_config("uninterrupted").out, killed.out)]
+    assert final[0].keys() == final[1].keys()
+    for k in final[0]:
+        torch.testing.assert_close(final[1][k], final[0][k], rtol=1e-5, atol=1e-7)
+    logs = [[json.loads(x) for x in (Path(c) / "log.jsonl").read_text().splitlines()]
+            for c in (make_config("uninterrupted").out, killed.out)]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
+    with pytest.raises(ConfigError, match="differ from"):
+        train(make_config("killed", **{**opts, "seed": 1}), resume=True)
+
+
+def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, monkeypatch):
+    scripted = iter([0.9, 0.4, 0.6, 0.7, 0.1, 0.1])
+    seen = {}
+
+    def fake_dev(model, processor, audios, refs, config):
+        seen[len(seen) + 1] = {k.replace(".default", ""): v.clone() for k, v in trainable_state_dict(model).items()}
+        return next(scripted)
+
+    monkeypatch.setattr(loop, "evaluate_dev", fake_dev)
+    config = make_config(max_steps=10, eval_every=1, patience=2)
+    summary = train(config)
+    assert summary["steps"] == 4 and summary["stopped_early"]  # 0.6 and 0.7 do not beat 0.4
+    assert (summary["best_step"], summary["best_dev_wer"]) == (2, 0.4)
+    assert [e["dev_wer"] for e in summary["evals"]] == [0.9, 0.4, 0.6, 0.7]
+    adapter = load_file(str(Path(config.out) / "adapter" / "adapter_model.safetensors"))
+    assert adapter.keys() == seen[2].keys()
+    for k, v in adapter.items():
+        assert torch.equal(v, seen[2][k])  # the best weights, not the last
+        assert not torch.equal(seen[2][k], seen[4][k]) or "lora_A" in k
+
+
+WORKER = textwrap.dedent("""
+    import sys
+    from safetensors.torch import save_file
+    from kidwhisper.config import from_dict, read_config_file
+    from kidwhisper.train.config import TrainConfig
+    from kidwhisper.train.loop import Trainer
+    from kidwhisper.train.strategies import trainable_state_dict
+
+    trainer = Trainer(from_dict(TrainConfig, read_config_file(sys.argv[1])))
+    trainer.fit()
+    weights = trainable_state_dict(trainer.acc.unwrap_model(trainer.model))
+    save_file({k: v.contiguous() for k, v in weights.items()}, f"{sys.argv[2]}{trainer.rank}.safetensors")
+""")
+
+
+def test_two_cpu_processes_end_with_identical_weights(make_config, tmp_path):
+    config = make_config("ddp", max_steps=3, eval_every=3)
+    cfg_file = tmp_path / "ddp.yaml"
+    from kidwhisper.config import save_config
+
+    save_config(config, cfg_file)
+    (tmp_path / "worker.py").write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(tmp_path / "worker.py"), str(cfg_file), str(tmp_path / "rank")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for k in ranks[0]:
+        assert torch.equal(ranks[0][k], ranks[1][k])
+    assert any(ranks[0][k].abs().sum() > 0 for k in ranks[0] if "lora_B" in k)  # it trained (B starts at 0)
+    summary = json.loads((Path(config.out) / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["windows_per_step"] == 2 and summary["steps"] == 3
+    assert (Path(config.out) / "checkpoints" / "last" / "rng_rank1.json").exists()
