@@ -1,16 +1,17 @@
-"""export: merged HF model (= PEFT model, loads in a plain pipeline) and CTranslate2 (faster-whisper, WER parity)."""
+"""export: merged HF model (= the PEFT model, runs in a pipeline) and CTranslate2 (faster-whisper parity)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from kidwhisper.audio import SAMPLE_RATE, load_audio
+from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
 from kidwhisper.decode import features, transcribe_arrays
-from kidwhisper.export import INFO_FILE, export
+from kidwhisper.export import INFO_FILE, ExportError, export
 from kidwhisper.metrics import corpus_wer
 from kidwhisper.models.load import load_model
 from kidwhisper.text import normalize
@@ -18,8 +19,8 @@ from kidwhisper.text import normalize
 # Decode like kidwhisper.decode: greedy, English, no timestamps, one window, and no temperature
 # fallback or no-speech skipping (faster-whisper's defaults resample at T=0.2.. when avg logprob < -1).
 FW_OPTIONS = dict(beam_size=1, language="en", without_timestamps=True, condition_on_previous_text=False,
-                  vad_filter=False, temperature=0.0, compression_ratio_threshold=None, log_prob_threshold=None,
-                  no_speech_threshold=None)
+                  vad_filter=False, temperature=0.0, compression_ratio_threshold=None,
+                  log_prob_threshold=None, no_speech_threshold=None)
 
 
 def make_adapter(model: str, out: Path, scale: float = 0.02, seed: int = 0):
@@ -31,7 +32,8 @@ def make_adapter(model: str, out: Path, scale: float = 0.02, seed: int = 0):
 
     net, processor = load_model(model, device="cpu")
     torch.manual_seed(seed)  # lora_A's initialisation
-    peft = get_peft_model(net, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    peft = get_peft_model(net, lora)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft.named_parameters():
@@ -41,10 +43,14 @@ def make_adapter(model: str, out: Path, scale: float = 0.02, seed: int = 0):
     return peft.eval(), processor
 
 
-def fw_texts(model_dir: Path, audios) -> list[str]:
+def fw_texts(model_dir: Path, audios, pad: bool = False) -> list[str]:
+    """faster-whisper texts; ``pad`` zero-pads the audio to 30 s first, as decode.py's front end does."""
+    import numpy as np
     from faster_whisper import WhisperModel
 
     fw = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=2)
+    if pad:
+        audios = [np.pad(a, (0, max(0, N_SAMPLES - len(a)))) for a in audios]
     return [" ".join(s.text.strip() for s in fw.transcribe(a, **FW_OPTIONS)[0]) for a in audios]
 
 
@@ -57,17 +63,25 @@ def _logits(net, processor, audio, text: str) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def tiny_adapter(tmp_path_factory):
+def tiny_adapter(tmp_path_factory, kids_test_clips):
+    """whisper-tiny.en + a random LoRA adapter, and the PEFT model's transcripts of 10 kids clips."""
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     peft, processor = make_adapter("whisper-tiny.en", out)
-    return out, peft, processor
+    clips = kids_test_clips[:10]
+    audios = [load_audio(p) for _, p, _ in clips]
+    texts = [d.text for d in transcribe_arrays(peft, processor, audios, batch_size=10, progress=False)]
+    return {"dir": out, "peft": peft, "processor": processor, "audios": audios, "texts": texts,
+            "refs": [t for _, _, t in clips]}
 
 
 @pytest.mark.slow
-def test_merged_equals_peft_and_runs_in_a_plain_pipeline(tiny_adapter, kids_test_clips, tmp_path):
+def test_merged_equals_peft_and_runs_in_a_plain_pipeline(tiny_adapter, tmp_path):
+    from safetensors.torch import load_file
     from transformers import WhisperForConditionalGeneration, pipeline
 
-    adapter, peft, processor = tiny_adapter
+    from kidwhisper.models.builtin import builtin_path
+
+    adapter, peft, processor = tiny_adapter["dir"], tiny_adapter["peft"], tiny_adapter["processor"]
     out = export("whisper-tiny.en", str(adapter), "merged", tmp_path / "merged")
     files = sorted(p.name for p in out.iterdir())
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
@@ -78,19 +92,21 @@ def test_merged_equals_peft_and_runs_in_a_plain_pipeline(tiny_adapter, kids_test
     assert info["source_model"] == "whisper-tiny.en" and info["adapter"] == str(adapter)
     assert info["format"] == "merged" and info["versions"]["peft"] and info["versions"]["transformers"]
 
-    _, path, ref = kids_test_clips[0]
-    audio = load_audio(path)
+    weights = load_file(str(out / "model.safetensors"))
+    base = load_file(str(builtin_path("whisper-tiny.en") / "model.safetensors"))
+    attn = "model.decoder.layers.0.self_attn"
+    assert (weights[f"{attn}.q_proj.weight"] - base[f"{attn}.q_proj.weight"]).abs().max() > 1e-3  # merged in
+    assert torch.equal(weights[f"{attn}.k_proj.weight"], base[f"{attn}.k_proj.weight"])  # not targeted
+
+    audio, ref = tiny_adapter["audios"][0], tiny_adapter["refs"][0].capitalize()
     merged = WhisperForConditionalGeneration.from_pretrained(out).eval()
-    with peft.disable_adapter():
-        base = _logits(peft, processor, audio, ref.capitalize())
-    tuned = _logits(peft, processor, audio, ref.capitalize())
-    assert (tuned - base).abs().max() > 0.05  # the adapter really changes the model
-    torch.testing.assert_close(_logits(merged, processor, audio, ref.capitalize()), tuned, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(_logits(merged, processor, audio, ref), _logits(peft, processor, audio, ref),
+                               atol=1e-4, rtol=1e-4)
 
     asr = pipeline("automatic-speech-recognition", model=str(out), device="cpu")
     text = asr({"raw": audio, "sampling_rate": SAMPLE_RATE})["text"]  # no generate_kwargs needed
     assert "elephant" in normalize(text)
-    assert normalize(text) == normalize(transcribe_arrays(peft, processor, [audio], progress=False)[0].text)
+    assert text.strip() == tiny_adapter["texts"][0]
 
 
 def test_merged_multilingual_defaults_to_english(tiny_random_whisper, kids_test_clips, tmp_path):
@@ -108,7 +124,8 @@ def test_merged_multilingual_defaults_to_english(tiny_random_whisper, kids_test_
     assert gen["language"] == "en" and gen["task"] == "transcribe"
     merged = WhisperForConditionalGeneration.from_pretrained(out)
     feats = features(processor, [load_audio(kids_test_clips[0][1])], torch.device("cpu"), torch.float32)
-    seq = merged.generate(input_features=feats, max_new_tokens=2)  # what the pipeline calls, no kwargs
+    # What the pipeline calls, with no language/task kwargs (the dict output keeps the decoder prompt).
+    seq = merged.generate(input_features=feats, max_new_tokens=1, return_dict_in_generate=True).sequences
     tok = processor.tokenizer
     assert tok.convert_ids_to_tokens(seq[0, 1:3].tolist()) == ["<|en|>", "<|transcribe|>"]
     assert json.loads((out / INFO_FILE).read_text())["generation"]["language"] == "en"
@@ -121,6 +138,9 @@ def test_builtin_ct2_export_is_a_copy_that_faster_whisper_loads(kids_test_clips,
     assert "copied_from" in json.loads((out / INFO_FILE).read_text())
     (text,) = fw_texts(out, [load_audio(kids_test_clips[0][1])])
     assert "elephant" in normalize(text)
+    (out / "model.bin").write_bytes(b"stale")
+    assert export("whisper-tiny.en", None, "ct2", out) == out  # an earlier export is replaced whole
+    assert (out / "model.bin").stat().st_size > 1e6 and [p.name for p in tmp_path.iterdir()] == ["ct2"]
 
 
 def test_bad_arguments_fail_before_loading(tmp_path):
@@ -133,28 +153,47 @@ def test_bad_arguments_fail_before_loading(tmp_path):
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not an earlier kidwhisper export"):
+    with pytest.raises(ExportError, match="not an earlier kidwhisper export"):
         export("whisper-tiny.en", None, "ct2", busy)
     assert (busy / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
-def test_ct2_export_matches_pytorch_wer(kids_test_clips, tmp_path):
-    """whisper-base + a LoRA adapter: PyTorch (decode.py) and faster-whisper on the ct2 export agree."""
+def test_ct2_export_matches_pytorch_wer(tiny_adapter, tmp_path):
+    """whisper-tiny.en + LoRA: faster-whisper on the ct2 export decodes like the PyTorch PEFT model."""
+    out = export("whisper-tiny.en", str(tiny_adapter["dir"]), "ct2", tmp_path / "ct2")
+    files = {p.name for p in out.iterdir()}
+    assert {"model.bin", "tokenizer.json", "preprocessor_config.json", INFO_FILE} <= files
+    assert [p.name for p in tmp_path.iterdir()] == ["ct2"]  # scratch dirs removed
+    assert json.loads((out / INFO_FILE).read_text())["format"] == "ct2"
+    _check_parity(out, tiny_adapter["audios"], tiny_adapter["refs"], tiny_adapter["texts"])
+
+
+def _check_parity(ct2_dir: Path, audios, refs, torch_texts) -> None:
+    """Same front end (audio zero-padded to 30 s): same WER. faster-whisper's own front end (log-mel padded
+    with zeros instead of the audio, as openai-whisper's transcribe does) is reported, not asserted."""
+    refs = [normalize(r) for r in refs]
+
+    def wer(hyps):
+        return corpus_wer(zip(refs, [normalize(h) for h in hyps], strict=True))
+
+    padded, native = fw_texts(ct2_dir, audios, pad=True), fw_texts(ct2_dir, audios)
+    print(f"\nnormalized WER on {len(refs)} kids clips: PyTorch {100 * wer(torch_texts):.2f} %, "
+          f"ct2 (audio padded to 30 s) {100 * wer(padded):.2f} %, ct2 (faster-whisper front end) "
+          f"{100 * wer(native):.2f} %; identical texts "
+          f"{sum(a == b for a, b in zip(padded, torch_texts, strict=True))}/{len(refs)}")
+    assert abs(wer(padded) - wer(torch_texts)) <= 0.005
+    assert "elephant" in normalize(native[0])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("KIDWHISPER_TEST_BASE"),
+                    reason="whisper-base parity takes ~1 min on 2 CPU cores; set KIDWHISPER_TEST_BASE=1")
+def test_ct2_export_matches_pytorch_wer_whisper_base(kids_test_clips, tmp_path):
     clips = kids_test_clips[:10]
     audios = [load_audio(p) for _, p, _ in clips]
-    refs = [normalize(t) for _, _, t in clips]
     peft, processor = make_adapter("whisper-base", tmp_path / "adapter", scale=0.01)
-    torch_hyps = [d.text for d in transcribe_arrays(peft, processor, audios, batch_size=10, progress=False)]
+    texts = [d.text for d in transcribe_arrays(peft, processor, audios, batch_size=10, progress=False)]
     del peft
     out = export("whisper-base", str(tmp_path / "adapter"), "ct2", tmp_path / "ct2")
-    assert {"model.bin", "tokenizer.json", "preprocessor_config.json", INFO_FILE} <= {p.name for p in out.iterdir()}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "ct2"]  # scratch dirs removed
-    ct2_hyps = fw_texts(out, audios)
-    wer_torch = corpus_wer(zip(refs, [normalize(h) for h in torch_hyps], strict=True))
-    wer_ct2 = corpus_wer(zip(refs, [normalize(h) for h in ct2_hyps], strict=True))
-    print(f"normalized WER on {len(clips)} kids clips: PyTorch {100 * wer_torch:.2f} %, ct2 {100 * wer_ct2:.2f} %")
-    for t, c in zip(torch_hyps, ct2_hyps, strict=True):
-        print(f"  torch: {t!r}\n  ct2:   {c!r}")
-    assert abs(wer_ct2 - wer_torch) <= 0.005
-    assert wer_torch < 0.8  # the small adapter leaves a working model
+    _check_parity(out, audios, [t for _, _, t in clips], texts)

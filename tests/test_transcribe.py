@@ -146,7 +146,8 @@ def test_chunks_cut_at_the_pause():
 def test_srt_time_and_empty_segments():
     assert srt_time(0) == "00:00:00,000"
     assert srt_time(3725.25) == "01:02:05,250"
-    result = {"segments": [{"start": 0.0, "end": 30.0, "text": ""}, {"start": 30.0, "end": 31.5, "text": "hi"}]}
+    result = {"segments": [{"start": 0.0, "end": 30.0, "text": ""},
+                           {"start": 30.0, "end": 31.5, "text": "hi"}]}
     assert to_srt(result) == "1\n00:00:30,000 --> 00:00:31,500\nhi\n"
 
 
@@ -177,6 +178,8 @@ def test_language_rules_on_a_tiny_random_model(tiny_random_whisper, kids_test_cl
     out = transcribe_loaded(net, processor, ["a"], [audio], language="en", progress=False,
                            max_new_tokens=4)
     assert out[0]["language"] == "en"  # forced, whatever the random weights would guess
+    auto = transcribe_loaded(net, processor, ["a"], [audio], language="auto", progress=False, max_new_tokens=1)
+    assert auto[0]["language"]  # detected by the (random) model, whichever it is
     net.generation_config.is_multilingual = False  # now pretend it is English-only
     with pytest.raises(ValueError, match="English-only"):
         transcribe_loaded(net, processor, ["a"], [audio], language="de")

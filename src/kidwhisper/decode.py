@@ -65,7 +65,10 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
         # The saved generation config defaults to English; "auto" must really let the model guess.
         gen.language = None if auto else language
     try:
-        seqs = model.generate(input_features=feats, **kwargs).sequences
+        # Encode once: with language="auto", generate() would otherwise run the encoder twice
+        # (once to detect the language, once to decode).
+        encoder_outputs = model.get_encoder()(feats)
+        seqs = model.generate(encoder_outputs=encoder_outputs, **kwargs).sequences
     finally:
         gen.language = saved_language
     tok = processor.tokenizer

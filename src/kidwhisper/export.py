@@ -16,7 +16,8 @@
 
 Every export is written to a temporary directory next to ``OUT`` and renamed into place when complete,
 with ``export_info.json`` (source model, adapter, format, quantization, generation defaults, versions).
-An existing ``OUT`` is replaced only if it is empty or an earlier export (has ``export_info.json``).
+An existing ``OUT`` is replaced only if it is empty or an earlier export (has ``export_info.json``);
+otherwise ExportError (a ValueError) says so and nothing is touched.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ INFO_FILE = "export_info.json"
 CT2_COPY_FILES = ["tokenizer.json", "preprocessor_config.json"]
 
 
-def export(model: str, adapter: str | None = None, fmt: ExportFormat = "merged", out: str | Path = "export",
+class ExportError(ValueError):
+    """An export target that cannot be written; the message says what to do."""
+
+
+def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
            quantization: str | None = None, language: str = "en") -> Path:
     """Export ``model`` (+ LoRA ``adapter``) to ``out`` as ``fmt`` ("merged" or "ct2"); returns ``out``.
 
@@ -83,9 +88,11 @@ def export(model: str, adapter: str | None = None, fmt: ExportFormat = "merged",
             info.update(_write_ct2(model, adapter, tmp, quantization, language))
         info["versions"] = versions()
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        old = out.with_name(f".{out.name}.old.{os.getpid()}")
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)  # an earlier export: out of the way first, deleted once the new one is in
         os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -95,9 +102,9 @@ def export(model: str, adapter: str | None = None, fmt: ExportFormat = "merged",
 
 def _check_target(out: Path) -> None:
     if out.is_file():
-        raise FileExistsError(f"{out} is a file; pass a directory path for the export")
+        raise ExportError(f"{out} is a file; pass a directory path for the export")
     if out.is_dir() and any(out.iterdir()) and not (out / INFO_FILE).exists():
-        raise FileExistsError(f"{out} exists and is not an earlier kidwhisper export (no {INFO_FILE}); "
+        raise ExportError(f"{out} exists and is not an earlier kidwhisper export (no {INFO_FILE}); "
                               f"choose a new OUT directory or remove it")
 
 
@@ -157,7 +164,8 @@ def _copy_builtin_ct2(model: str, out: Path) -> dict:
 
     src = builtin_ct2_dir(model)
     for f in src.iterdir():
-        if f.is_file() and (f.name == "model.bin" or f.suffix in (".json", ".txt")) and f.name != CACHE_MARKER:
+        wanted = f.name == "model.bin" or f.suffix in (".json", ".txt")
+        if f.is_file() and wanted and f.name != CACHE_MARKER:
             shutil.copy2(f, out / f.name)
     WhisperFeatureExtractor.from_pretrained(builtin_path(model)).save_pretrained(out)
     multilingual = bool(json.loads((src / "config.json").read_text()).get("lang_ids"))

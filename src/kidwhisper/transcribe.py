@@ -48,7 +48,8 @@ ENERGY_SMOOTH_FRAMES = 5  # moving average over 5 frames = 100 ms, so a gap insi
 SILENCE_PEAK = 1e-3  # a window whose |sample| never exceeds -60 dBFS is silence and is not decoded
 
 
-def chunk_bounds(audio: np.ndarray, window: int = N_SAMPLES, search: int = CUT_SEARCH) -> list[tuple[int, int]]:
+def chunk_bounds(audio: np.ndarray, window: int = N_SAMPLES,
+                 search: int = CUT_SEARCH) -> list[tuple[int, int]]:
     """Split ``audio`` (16 kHz mono) into ``[(start, end), ...]`` sample ranges of at most ``window``.
 
     The ranges are contiguous and cover the whole array. Audio that fits one window is one range. Each
@@ -204,7 +205,8 @@ def to_srt(result: dict) -> str:
     """One file's segments as SubRip: numbered from 1, empty (silent) windows left out."""
     blocks = []
     for seg in (s for s in result["segments"] if s["text"]):
-        blocks.append(f"{len(blocks) + 1}\n{srt_time(seg['start'])} --> {srt_time(seg['end'])}\n{seg['text']}\n")
+        times = f"{srt_time(seg['start'])} --> {srt_time(seg['end'])}"
+        blocks.append(f"{len(blocks) + 1}\n{times}\n{seg['text']}\n")
     return "\n".join(blocks)
 
 

@@ -1,0 +1,268 @@
+"""Finding and reading result directories: evaluations and training runs -> labelled configurations.
+
+See :mod:`kidwhisper.report` for what counts as an evaluation or a run and how configurations are labelled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kidwhisper.config import ConfigError
+
+log = logging.getLogger(__package__)  # "kidwhisper.report", as before the split into modules
+
+DEFAULT_SETS = ["kids-test", "adults-test", "kids-dev"]
+SET_NAME = re.compile(r"(^|[-_/])(test|dev|train|valid|validation|eval)([-_]|$)")
+
+
+class CompareError(FileNotFoundError):
+    """No usable result under the given paths; the message names them and what to pass instead."""
+
+
+@dataclass
+class CompareConfig:
+    """Options of ``kidwhisper compare``.
+
+    baseline: label of the configuration that relative changes are computed against (e.g.
+    ``"whisper-base (en)"``); None or ``"first"`` = the first configuration in table order (zero-shot models
+    first, English forced before ``auto``). sets: display order of test sets; sets not listed follow
+    alphabetically, and the first one present is the headline set (main table columns, WER-by-age). title:
+    heading of report.md / report.html. dpi: resolution of the PNG plots.
+    """
+
+    baseline: str | None = None
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))
+    title: str = "kidwhisper: Whisper on children's speech"
+    dpi: int = 120
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sets, str):
+            self.sets = [s for s in self.sets.replace(",", " ").split() if s]
+        if not all(isinstance(s, str) and s for s in self.sets):
+            raise ConfigError(f"`--sets` must be a list of test set names such as kids-test; got {self.sets!r}")
+        if not 50 <= self.dpi <= 600:
+            raise ConfigError(f"`--dpi` must be in 50..600; got {self.dpi}")
+
+
+@dataclass
+class Run:
+    """A training run directory: its config, summary (empty while still running) and log lines."""
+
+    path: Path
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    log: list[dict[str, Any]]
+    label: str = ""
+
+    @property
+    def model(self) -> str:
+        return str(self.config.get("model") or self.summary.get("model") or "?")
+
+    @property
+    def strategy(self) -> str:
+        return str(self.config.get("strategy") or self.summary.get("strategy") or "tuned")
+
+
+@dataclass
+class Configuration:
+    """One model setup as decoded: test set name -> (evaluation dir, summary.json)."""
+
+    key: tuple
+    model: str
+    adapter: str | None
+    strategy: str | None  # None = zero-shot
+    language: str
+    run: Run | None
+    label: str = ""
+    results: dict[str, tuple[Path, dict]] = field(default_factory=dict)
+
+    @property
+    def trainable(self) -> tuple[int | None, float | None]:
+        """(trainable parameters, % of the base model); (0, 0.0) for zero-shot, (None, None) if unknown."""
+        if self.strategy is None:
+            return 0, 0.0
+        s = self.run.summary if self.run else {}
+        n, total = s.get("trainable_params"), s.get("total_params")
+        pct = 100.0 * n / total if n is not None and total else s.get("trainable_pct")
+        return n, pct
+
+
+def discover(inputs: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """(evaluation dirs, run dirs) found recursively under ``inputs``; hidden and checkpoint dirs skipped."""
+    evals: dict[Path, None] = {}
+    runs: dict[Path, None] = {}
+    for item in inputs:
+        p = Path(item)
+        if not p.exists():
+            raise CompareError(f"{p}: not found; pass directories written by `kidwhisper evaluate --out` "
+                               f"or `kidwhisper train --out`")
+        for root, dirs, files in os.walk(p if p.is_dir() else p.parent):
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "checkpoints")
+            if {"summary.json", "utterances.jsonl"} <= set(files):
+                evals[Path(root).resolve()] = None
+            if {"log.jsonl", "train_config.yaml"} <= set(files):
+                runs[Path(root).resolve()] = None
+    return list(evals), list(runs)
+
+
+def load_run(path: Path) -> Run:
+    """Read a run directory; log lines that are not JSON (a run being written) are skipped."""
+    config = yaml.safe_load((path / "train_config.yaml").read_text(encoding="utf-8")) or {}
+    summary = json.loads((path / "summary.json").read_text()) if (path / "summary.json").exists() else {}
+    rows, bad = [], 0
+    for line in (path / "log.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            row, bad = None, bad + 1
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    if bad:
+        log.warning("%s: skipped %d log.jsonl line(s) that are not JSON", path / "log.jsonl", bad)
+    if not isinstance(config, dict) or not isinstance(summary, dict):
+        raise ValueError("train_config.yaml / summary.json is not a mapping")
+    return Run(path, config, summary, rows)
+
+
+def short_model_name(model: str) -> str:
+    """``openai/whisper-base`` -> ``whisper-base``; ``runs/full/model`` -> ``full/model``."""
+    parts = [p for p in str(model).replace("\\", "/").split("/") if p]
+    if not parts:
+        return "?"
+    return "/".join(parts[-2:]) if parts[-1] in ("model", "adapter") and len(parts) > 1 else parts[-1]
+
+
+def _data_names(data: Any) -> list[str]:
+    """Candidate set names of a manifest/corpus path: ``data/kids-test/manifest.jsonl`` -> ``kids-test``;
+    ``.../speechocean762-kids/test`` -> ``test``, ``speechocean762-kids-test``."""
+    p = Path(str(data or ""))
+    p = p.parent if p.suffix == ".jsonl" else p
+    if not data or p.name == "prepared":  # evaluate prepares corpus dirs into OUT/prepared: no name there
+        return []
+    return [p.name, f"{p.parent.name}-{p.name}"]
+
+
+def _match_set(cands: list[str], known: list[str]) -> str | None:
+    """A known set that a candidate is or ends with (``speechocean762-kids-test``), else a set-like name."""
+    for c in cands:
+        for k in known:
+            if c == k or c.endswith("-" + k) or c.endswith("_" + k):
+                return k
+    return next((c for c in cands if SET_NAME.search(c)), None)
+
+
+def set_name(eval_dir: Path, summary: dict, known: list[str]) -> str:
+    """Test set of an evaluation: a known set (dir name, then manifest path), else a set-like name, else the
+    evaluation directory's name."""
+    data = _data_names((summary.get("config") or {}).get("data")) + _data_names(summary.get("data"))
+    return _match_set([eval_dir.name, *data], known) or eval_dir.name
+
+
+def _find_run(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Run | None:
+    """The run whose adapter/model was evaluated (``RUN/adapter``, ``RUN/model``), or that holds ``eval_dir``."""
+    for key in ("adapter", "model"):
+        weights = Path(str(summary.get(key) or ""))
+        if not summary.get(key) or weights.parent == Path("."):  # a built-in name such as whisper-base
+            continue
+        if weights.exists():
+            run_dir = weights.resolve().parent
+            if run_dir not in runs and (run_dir / "train_config.yaml").exists() and (run_dir / "log.jsonl").exists():
+                runs[run_dir] = load_run(run_dir)  # a run outside the inputs
+            if run_dir in runs:
+                return runs[run_dir]
+        else:  # a relative path from another working directory: match the end of a known run's path
+            tail = weights.parent.parts
+            match = [r for p, r in runs.items() if p.parts[-len(tail):] == tail]
+            if len(match) == 1:
+                return match[0]
+    return next((runs[p] for p in eval_dir.parents if p in runs), None)
+
+
+def _configuration(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Configuration:
+    language = str((summary.get("decoding") or {}).get("language") or summary.get("language") or "?")
+    adapter = summary.get("adapter")
+    run = _find_run(eval_dir, summary, runs)
+    if run is not None:
+        return Configuration(("run", str(run.path), language), run.model, adapter, run.strategy, language, run)
+    model = str(summary.get("model") or "?")
+    if adapter:
+        meta_file = Path(str(adapter)) / "kidwhisper_adapter.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        return Configuration(("adapter", str(adapter), language), str(meta.get("base_model") or model), adapter,
+                             str(meta.get("strategy") or "adapter"), language, None)
+    return Configuration(("model", model, language), model, None, None, language, None)
+
+
+def _label(c: Configuration) -> str:
+    base = short_model_name(c.model)
+    if c.strategy is None:
+        return base if base.endswith(".en") and c.language == "en" else f"{base} ({c.language})"
+    train_lang = str((c.run.config.get("language") if c.run else None) or "en")
+    return f"{base} + {c.strategy}" + ("" if c.language == train_lang else f" ({c.language})")
+
+
+def collect(inputs: list[str | Path], config: CompareConfig) -> tuple[list[Configuration], list[Run], list[str]]:
+    """Configurations (table order), runs and test sets (display order) found under ``inputs``."""
+    eval_dirs, run_dirs = discover(inputs)
+    runs: dict[Path, Run] = {}
+    skipped = 0
+    for d in run_dirs:
+        try:
+            runs[d] = load_run(d)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            skipped += 1
+            log.warning("skipping training run %s: %s", d, e)
+    confs: dict[tuple, Configuration] = {}
+    for d in eval_dirs:
+        try:
+            summary = json.loads((d / "summary.json").read_text())
+            if not isinstance(summary.get("wer"), dict):
+                raise ValueError("summary.json has no 'wer' mapping (not written by `kidwhisper evaluate`?)")
+            conf = _configuration(d, summary, runs)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            skipped += 1
+            log.warning("skipping evaluation %s: %s", d, e)
+            continue
+        conf = confs.setdefault(conf.key, conf)
+        name = set_name(d, summary, config.sets)
+        if name in conf.results:
+            old = conf.results[name][0]
+            newer = max((old, d), key=lambda p: (p / "summary.json").stat().st_mtime)
+            log.warning("%s on %s found twice (%s, %s); using the newer %s", conf.key, name, old, d, newer)
+            if newer == old:
+                continue
+        conf.results[name] = (d, summary)
+    if skipped:
+        log.warning("skipped %d unreadable result director%s", skipped, "y" if skipped == 1 else "ies")
+    if not confs and not runs:
+        where = ", ".join(str(p) for p in inputs) or "(no paths given)"
+        raise CompareError(f"no evaluation (summary.json + utterances.jsonl) or training run (log.jsonl + "
+                           f"train_config.yaml) under {where}{f'; {skipped} unreadable' if skipped else ''}; "
+                           f"pass the --out directories of `kidwhisper evaluate` / `kidwhisper train`")
+    ordered = sorted(confs.values(), key=lambda c: (c.strategy is not None, c.model, c.strategy or "",
+                                                    c.language != "en", c.language, str(c.key)))
+    for c in ordered:
+        c.label = _label(c)
+    clash = {c.label for c in ordered if sum(o.label == c.label for o in ordered) > 1}
+    for c in ordered:  # two runs (or adapters) with the same model + strategy: name them by directory
+        if c.label in clash and c.strategy is not None:
+            c.label += f" [{c.run.path.name if c.run else Path(str(c.adapter)).parent.name}]"
+    for r in runs.values():
+        r.label = next((c.label for c in ordered if c.run is r and c.language == "en"), None) or \
+            next((c.label for c in ordered if c.run is r), None) or f"{short_model_name(r.model)} + {r.strategy}"
+    if len({r.label for r in runs.values()}) < len(runs):
+        for r in runs.values():
+            r.label += f" [{r.path.name}]" if f"[{r.path.name}]" not in r.label else ""
+    present = {s for c in ordered for s in c.results}
+    sets = [s for s in config.sets if s in present] + sorted(present - set(config.sets))
+    log.info("found %d configuration(s) on %d test set(s) and %d training run(s)", len(ordered), len(sets),
+             len(runs))
+    return ordered, sorted(runs.values(), key=lambda r: r.label), sets
