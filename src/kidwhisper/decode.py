@@ -59,6 +59,12 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
                         max_new_tokens=max(budgets), return_dict_in_generate=True)
     gen = model.generation_config
     saved_language = getattr(gen, "language", None)
+    # Timestamps are off: never let a timestamp token through (a badly tuned model that emits one after
+    # <|notimestamps|> makes transformers drop rows from the batch).
+    first_ts = processor.tokenizer.convert_tokens_to_ids("<|0.00|>")
+    vocab = model.config.vocab_size
+    if isinstance(first_ts, int) and 0 < first_ts < vocab:
+        kwargs["suppress_tokens"] = sorted(set(gen.suppress_tokens or []) | set(range(first_ts, vocab)))
     if is_multilingual(model):
         kwargs["task"] = "transcribe"
         auto = not language or language == "auto"
@@ -74,6 +80,8 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
     tok = processor.tokenizer
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     results = []
+    if len(seqs) != len(audios):
+        raise RuntimeError(f"generate() returned {len(seqs)} sequences for {len(audios)} clips")
     for row, budget in zip(seqs.tolist(), budgets, strict=True):
         lang = None
         for t in row[:4]:

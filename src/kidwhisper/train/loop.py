@@ -43,6 +43,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,7 @@ class Trainer:
     def _accelerator(self):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
+        from accelerate.utils import InitProcessGroupKwargs
 
         device = resolve_device(self.config.device)
         mp = self.config.mixed_precision
@@ -205,7 +207,9 @@ class Trainer:
             log.info("--mixed-precision %s ignored on CPU: training in float32", mp)
             mp = "no"
         AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp)
+        # The other processes wait at a barrier while the main one decodes the dev set: allow for a slow one.
+        wait = InitProcessGroupKwargs(timeout=timedelta(hours=4))
+        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait])
 
     def _check_run_dir(self) -> None:
         ckpt = _find_checkpoint(self.out)
@@ -234,7 +238,8 @@ class Trainer:
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed)
         for reason, idx in skipped.items():
-            self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason, [clips[i].id for i in idx[:5]])
+            self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason,
+                             [clips[i].id for i in idx[:5]])
         if not self.windows:
             raise ConfigError(f"--train {c.train}: no usable training clip")
         self.n_skipped = {k: len(v) for k, v in skipped.items()}
@@ -243,7 +248,7 @@ class Trainer:
                                      with_features=not self.cache_encoder)
         fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
         self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
-                 len(self.windows), self.n_clips / len(self.windows), 100 * fill)
+                      len(self.windows), self.n_clips / len(self.windows), 100 * fill)
         self.dev_refs, self.dev_audios = [], []
         dev_manifest = resolve_manifest_path(c.dev)
         dev = read_manifest(dev_manifest)
@@ -345,7 +350,7 @@ class Trainer:
             kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= state["global_step"]]
             atomic_write_text(p, "".join(x + "\n" for x in kept))
         self.log.info("resuming %s from step %d (epoch %d, step %d of it)", self.out, state["global_step"],
-                 state["epoch"], state["step_in_epoch"])
+                      state["epoch"], state["step_in_epoch"])
 
     # ---------------------------------------------------------------------------------------- training
     def _encoder_states(self, index: torch.Tensor) -> torch.Tensor:
@@ -388,6 +393,7 @@ class Trainer:
             self.state["windows_seen"] += len(batch["index"]) * self.world
             self.state["clips_seen"] += sum(len(self.windows[i].clips) for i in batch["index"].tolist()) * self.world
         self.acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         self.optimizer.step()
         if not self.acc.optimizer_step_was_skipped:
             self.scheduler.step()
@@ -417,9 +423,10 @@ class Trainer:
         self._setup()
         c, s, acc = self.config, self.state, self.acc
         elapsed0, train0 = s["elapsed_s"], s["train_s"]
-        self.log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps on %d "
-                 "clips, %d process(es) on %s", c.model, c.strategy, self.total_steps, self.steps_per_epoch,
-                 self.warmup_steps, c.lr, self.eval_every, self.n_dev, self.world, acc.device)
+        self.log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps "
+                      "on %d clips, %d process(es) on %s", c.model, c.strategy, self.total_steps,
+                      self.steps_per_epoch, self.warmup_steps, c.lr, self.eval_every, self.n_dev, self.world,
+                      acc.device)
         collate = Collator(self.processor.tokenizer.pad_token_id)
         bar = tqdm(total=self.total_steps, initial=s["global_step"], desc=f"train {c.strategy}", unit="step",
                    disable=not (c.progress and acc.is_main_process))
@@ -445,7 +452,7 @@ class Trainer:
                 s["step_in_epoch"] = k + 1
                 step = s["global_step"]
                 row = {"step": step, "epoch": round(epoch + (k + 1) / len(groups), 4), "loss": round(loss, 5),
-                       "lr": self.scheduler.get_last_lr()[0],
+                       "lr": self.step_lr,
                        "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 2)}
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
@@ -468,11 +475,11 @@ class Trainer:
         if acc.is_main_process:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             plot_learning_curve(self.out / "log.jsonl", self.out / "learning_curve.png",
-                                f"{c.model} - {c.strategy}")
+                                f"{Path(c.model).name} - {c.strategy}")
         acc.wait_for_everyone()
-        self.log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s", 100 * summary["best_dev_wer"],
-                 summary["best_step"], s["global_step"], s["elapsed_s"],
-                 "; stopped early" if s["stopped_early"] else "")
+        self.log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s",
+                      100 * summary["best_dev_wer"], summary["best_step"], s["global_step"], s["elapsed_s"],
+                      "; stopped early" if s["stopped_early"] else "")
         return summary
 
     def _after_eval(self, step: int, wer: float) -> float:
@@ -485,8 +492,8 @@ class Trainer:
             s["bad_evals"] += 1
             if self.config.patience and s["bad_evals"] >= self.config.patience and step < self.total_steps:
                 s["stopped_early"] = True
-        self.log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer, 100 * s["best_wer"],
-                 s["best_step"], "; stopping early" if s["stopped_early"] else "")
+        self.log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer,
+                      100 * s["best_wer"], s["best_step"], "; stopping early" if s["stopped_early"] else "")
         return wer
 
     # ------------------------------------------------------------------------------------------ saving

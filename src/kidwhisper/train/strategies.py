@@ -52,8 +52,11 @@ class ParamCount:
 
     @property
     def pct(self) -> float:
-        """Trainable parameters as a percentage of the base model's parameters."""
-        return 100.0 * self.trainable / self.total if self.total else 0.0
+        """Trainable parameters as a percentage of all parameters of the model being trained
+        (base + adapter), as PEFT's ``print_trainable_parameters`` reports it: LoRA r=16 on whisper-base
+        is 1,179,648 / (72,593,920 + 1,179,648) = 1.60 %."""
+        everything = self.total + self.adapter
+        return 100.0 * self.trainable / everything if everything else 0.0
 
     def as_tuple(self) -> tuple[int, int, float]:
         return self.trainable, self.total, self.pct
@@ -78,7 +81,7 @@ def parameter_count(model: nn.Module) -> ParamCount:
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int, float]:
-    """(trainable, total base-model parameters, 100 * trainable / total)."""
+    """(trainable, total base-model parameters, trainable as % of base + adapter parameters)."""
     return parameter_count(model).as_tuple()
 
 
