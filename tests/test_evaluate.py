@@ -47,3 +47,20 @@ def test_guard_budget_grows_with_duration():
 def test_config_validation_names_the_flag(kw, flag):
     with pytest.raises(ValueError, match=flag):
         EvalConfig(model="m", data="d", out="o", **kw)
+
+
+@pytest.mark.slow
+def test_ct2_backend_decodes_like_torch(kids_manifest, tmp_path):
+    hyps = {}
+    for backend in ("torch", "ct2"):
+        evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(tmp_path / backend), limit=6,
+                            backend=backend, progress=False))
+        lines = (tmp_path / backend / "utterances.jsonl").read_text().splitlines()
+        hyps[backend] = [json.loads(line)["hyp"] for line in lines]
+    assert hyps["torch"] == hyps["ct2"]
+    assert json.loads((tmp_path / "ct2" / "summary.json").read_text())["backend"] == "ct2"
+
+
+def test_compute_type_needs_ct2_backend():
+    with pytest.raises(ValueError, match="--compute-type applies to --backend ct2"):
+        EvalConfig(model="m", data="d", out="o", compute_type="int8")

@@ -100,7 +100,8 @@ def cmd_prepare(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- evaluate
-EVAL_FLAGS = ["model", "adapter", "data", "out", "language", "batch_size", "beam_size", "max_new_tokens", "device", "limit"]
+EVAL_FLAGS = ["model", "adapter", "data", "out", "language", "batch_size", "beam_size", "max_new_tokens", "device", "limit",
+              "backend", "compute_type"]
 
 
 def _evaluate_args(p):
@@ -114,6 +115,8 @@ def _evaluate_args(p):
     p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--limit", type=int, help="only the first N clips")
+    p.add_argument("--backend", choices=["torch", "ct2"], help="decoding engine (default torch; ct2 = CTranslate2)")
+    p.add_argument("--compute-type", dest="compute_type", help="ct2 only: float32 (default, same tokens as torch) or int8")
     p.add_argument("--config", help="YAML/JSON file with the same options")
 
 

@@ -65,6 +65,8 @@ class EvalConfig:
     max_new_tokens: int = MAX_NEW_TOKENS
     device: str = "auto"
     limit: int | None = None  # evaluate only the first N clips of the manifest
+    backend: str = "torch"  # "torch" (PyTorch generate) or "ct2" (CTranslate2, same decoding, faster on CPU)
+    compute_type: str = "float32"  # ct2 only: float32 (token-identical to torch), int8, int8_float32, ...
     progress: bool = True
 
     def __post_init__(self):
@@ -76,6 +78,10 @@ class EvalConfig:
             raise ValueError("--max-new-tokens must be in 1..444 (Whisper's 448-token context minus the prompt)")
         if self.limit is not None and self.limit < 1:
             raise ValueError("--limit must be >= 1")
+        if self.backend not in ("torch", "ct2"):
+            raise ValueError(f"--backend must be torch or ct2; got {self.backend!r}")
+        if self.compute_type != "float32" and self.backend != "ct2":
+            raise ValueError("--compute-type applies to --backend ct2 only")
 
 
 def resolve_data(data: str | Path, work_dir: Path, progress: bool = True) -> Path:
@@ -126,11 +132,26 @@ def evaluate(config: EvalConfig) -> dict:
     log.info("evaluating %s%s on %d clips of %s (language=%s)", config.model,
              f" + {config.adapter}" if config.adapter else "", len(clips), manifest, config.language)
     audios = load_clips_audio(clips, manifest)
-    model, processor = load_model(config.model, config.adapter, config.device,
-                                  merge=True)  # merged LoRA decodes at base-model speed
-    t0 = time.perf_counter()
-    decoded = transcribe_arrays(model, processor, audios, config.language, config.batch_size,
-                                config.max_new_tokens, config.beam_size, config.progress)
+    if config.backend == "ct2":
+        from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
+        from kidwhisper.models.load import load_processor
+
+        processor = load_processor(config.model)
+        if config.adapter:
+            load_model(config.model, config.adapter, "cpu")  # fail early and clearly if the adapter does not fit
+        decoder = CT2Decoder(ct2_model_dir(config.model, config.adapter), processor, config.compute_type,
+                             "cuda" if config.device == "cuda" else "cpu")
+        device = f"ctranslate2 {config.compute_type}"
+        t0 = time.perf_counter()
+        decoded = decoder.transcribe_arrays(audios, config.language, config.batch_size, config.max_new_tokens,
+                                            config.beam_size, config.progress)
+    else:
+        model, processor = load_model(config.model, config.adapter, config.device,
+                                      merge=True)  # merged LoRA decodes at base-model speed
+        device = str(next(model.parameters()).device)
+        t0 = time.perf_counter()
+        decoded = transcribe_arrays(model, processor, audios, config.language, config.batch_size,
+                                    config.max_new_tokens, config.beam_size, config.progress)
     wall = time.perf_counter() - t0
     audio_seconds = sum(len(a) for a in audios) / 16000
 
@@ -164,8 +185,10 @@ def evaluate(config: EvalConfig) -> dict:
         "decoding": {"language": config.language, "task": "transcribe", "timestamps": False,
                      "beam_size": config.beam_size, "greedy": config.beam_size == 1,
                      "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
+                     "backend": config.backend, "compute_type": config.compute_type,
                      "front_end": "transformers WhisperFeatureExtractor (audio padded to 30 s, then log-mel)"},
-        "device": str(next(model.parameters()).device),
+        "backend": config.backend,
+        "device": device,
         "torch_threads": torch.get_num_threads(),
         "versions": versions(),
         "wall_seconds": round(wall, 2),

@@ -119,6 +119,18 @@ def load_model(model: str, adapter: str | None = None, device: str = "auto",
     return net, processor
 
 
+def load_processor(model: str):
+    """The WhisperProcessor of ``model`` (same resolution rules as :func:`load_model`)."""
+    from transformers import WhisperProcessor
+
+    path = resolve_model_path(model)
+    try:
+        return WhisperProcessor.from_pretrained(path, local_files_only=not Path(path).exists() and not hub_reachable())
+    except OSError as e:
+        raise ModelError(f"Model {model}: cannot load its processor ({e}); use a built-in model: "
+                         f"{available_models()}, or a local directory") from e
+
+
 def attach_adapter(net, adapter: str | Path, model_name: str = ""):
     """Wrap ``net`` with a PEFT adapter directory, with a clear error if it does not fit."""
     from peft import PeftModel

@@ -1,0 +1,94 @@
+"""Optional CTranslate2 decoding backend (``kidwhisper evaluate --backend ct2``).
+
+Same front end (Hugging Face log-mel, 30 s padding), same prompt (``<|startoftranscript|><|en|>
+<|transcribe|><|notimestamps|>``), same greedy search and token bound as :mod:`kidwhisper.decode`; only the
+engine differs. In float32 it generates token-for-token what the PyTorch model generates (see
+tests/models/test_ct2.py); ``int8`` trades a little accuracy for speed. A tuned model (adapter) is merged
+and converted once into the cache (``$KIDWHISPER_CACHE/ct2-export``) with :func:`kidwhisper.export.export`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kidwhisper.audio import SAMPLE_RATE
+from kidwhisper.decode import MAX_NEW_TOKENS, Decoded
+from kidwhisper.models.builtin import BUILTIN_MODELS, builtin_ct2_dir, cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def ct2_model_dir(model: str, adapter: str | None) -> Path:
+    """A CTranslate2 directory for model (+ adapter): the built-in's own, a given one, or a cached export."""
+    if adapter is None and model in BUILTIN_MODELS:
+        return builtin_ct2_dir(model)
+    if adapter is None and (Path(model) / "model.bin").exists():
+        return Path(model)
+    from kidwhisper.export import export
+
+    h = hashlib.sha256(str(Path(model).resolve() if Path(model).exists() else model).encode())
+    if adapter:
+        weights = Path(adapter) / "adapter_model.safetensors"
+        h.update(weights.read_bytes() if weights.exists() else str(adapter).encode())
+    target = cache_dir() / "ct2-export" / h.hexdigest()[:16]
+    if not (target / "model.bin").exists():
+        export(model, adapter, "ct2", target)
+    return target
+
+
+class CT2Decoder:
+    """Batched greedy decoding with a CTranslate2 Whisper."""
+
+    def __init__(self, ct2_dir: Path, processor, compute_type: str = "float32", device: str = "cpu"):
+        import ctranslate2
+
+        self.ct2 = ctranslate2
+        self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type=compute_type,
+                                                intra_threads=torch.get_num_threads())
+        self.processor = processor
+        tok = processor.tokenizer
+        self.eot = tok.convert_tokens_to_ids("<|endoftext|>")
+        first_ts = tok.convert_tokens_to_ids("<|0.00|>")
+        self.suppress = [-1, *range(first_ts, len(tok))]  # the model's suppress list + every timestamp
+
+    def decode_batch(self, audios: list[np.ndarray], language: str | None = "en",
+                     max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1) -> list[Decoded]:
+        feats = self.processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
+        encoded = self.model.encode(self.ct2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)))
+        if self.model.is_multilingual:
+            if not language or language == "auto":
+                langs = [r[0][0] for r in self.model.detect_language(encoded)]
+            else:
+                langs = [f"<|{language}|>"] * len(audios)
+            prompts = [["<|startoftranscript|>", lang, "<|transcribe|>", "<|notimestamps|>"] for lang in langs]
+        else:
+            langs = [None] * len(audios)
+            prompts = [["<|startoftranscript|>", "<|notimestamps|>"]] * len(audios)
+        results = self.model.generate(encoded, prompts, beam_size=num_beams, max_length=max_new_tokens,
+                                      suppress_tokens=self.suppress, return_scores=False)
+        out = []
+        for r, lang in zip(results, langs, strict=True):
+            ids = [t for t in r.sequences_ids[0] if t < self.eot]
+            text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            out.append(Decoded(text, ids, lang[2:-2] if lang else None, truncated=len(ids) >= max_new_tokens))
+        return out
+
+    def transcribe_arrays(self, audios: list[np.ndarray], language: str | None = "en", batch_size: int = 16,
+                          max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1,
+                          progress: bool = True) -> list[Decoded]:
+        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+        results: list[Decoded | None] = [None] * len(audios)
+        with tqdm(total=len(audios), desc="decoding (ct2)", unit="clip", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                for i, d in zip(idx, self.decode_batch([audios[i] for i in idx], language, max_new_tokens,
+                                                       num_beams), strict=True):
+                    results[i] = d
+                bar.update(len(idx))
+        return results  # type: ignore[return-value]
