@@ -70,17 +70,14 @@ RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size"}  # 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
     """(errors / reference words over the corpus, references skipped as empty) after Whisper normalization."""
-    import jiwer
-
+    from kidwhisper.metrics import is_empty, sum_counts, word_errors
     from kidwhisper.text import normalize
 
     pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
-    kept = [(r, h) for r, h in pairs if r.strip()]
+    kept = [word_errors(r, h) for r, h in pairs if not is_empty(r)]
     if not kept:
         raise ValueError("every dev reference normalizes to empty; the dev set cannot score WER")
-    out = jiwer.process_words([r for r, _ in kept], [h for _, h in kept])
-    errors = out.substitutions + out.deletions + out.insertions
-    return errors / (out.substitutions + out.deletions + out.hits), len(pairs) - len(kept)
+    return sum_counts(kept).wer, len(pairs) - len(kept)
 
 
 def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str], config: TrainConfig) -> float:
