@@ -1,0 +1,155 @@
+"""Training throughput: the plain Hugging Face recipe vs kidwhisper's default, side by side in one run.
+
+Both train the same LoRA (r=16, alpha=32, dropout 0.05 on q,k,v,out_proj) on the same whisper-base, the
+same clips, for the same number of epochs, with the same learning rate and schedule:
+
+- **hf-recipe**: one clip per 30 s window, ``Seq2SeqTrainer`` defaults, features computed up front, the
+  ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
+- **kidwhisper**: ``kidwhisper.train`` defaults (clips packed into <= 30 s windows).
+
+Each system runs in its own subprocess (so its peak memory is its own); then both adapters are scored on
+the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS and dev WER.
+
+    python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240 --n-dev 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("bench")
+
+LR = 1e-3
+
+
+def run_hf_recipe(model: str, train_manifest: str, out: Path, epochs: int, batch_size: int, n: int) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+
+    from kidwhisper.audio import load_audio
+    from kidwhisper.data.manifest import audio_path, read_manifest
+    from kidwhisper.models.load import load_model
+    from kidwhisper.train.batching import target_text
+
+    net, processor = load_model(model, device="cpu")
+    net.train()
+    clips = read_manifest(train_manifest)[:n]
+    processor.tokenizer.set_prefix_tokens(language="en", task="transcribe", predict_timestamps=False)
+    data = []
+    for c in clips:  # the blog's prepare_dataset: log-mel of the clip padded to 30 s, labels
+        audio = load_audio(audio_path(c, train_manifest))
+        feats = processor.feature_extractor(audio, sampling_rate=16000).input_features[0]
+        data.append({"input_features": feats, "labels": processor.tokenizer(target_text(c.text)).input_ids})
+
+    @dataclass
+    class DataCollatorSpeechSeq2SeqWithPadding:  # verbatim logic of the Hugging Face blog collator
+        processor: object
+        decoder_start_token_id: int
+
+        def __call__(self, features):
+            input_features = [{"input_features": f["input_features"]} for f in features]
+            batch = self.processor.feature_extractor.pad(input_features, return_tensors="pt")
+            label_features = [{"input_ids": f["labels"]} for f in features]
+            labels_batch = self.processor.tokenizer.pad(label_features, return_tensors="pt")
+            labels = labels_batch["input_ids"].masked_fill(labels_batch.attention_mask.ne(1), -100)
+            if (labels[:, 0] == self.decoder_start_token_id).all().cpu().item():
+                labels = labels[:, 1:]
+            batch["labels"] = labels
+            return batch
+
+    net = get_peft_model(net, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
+                                         target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+    args = Seq2SeqTrainingArguments(output_dir=str(out / "hf-trainer"), per_device_train_batch_size=batch_size,
+                                    learning_rate=LR, num_train_epochs=epochs, warmup_ratio=0.1,
+                                    lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
+                                    report_to=[], remove_unused_columns=False, label_names=["labels"],
+                                    use_cpu=not torch.cuda.is_available(), seed=0)
+    trainer = Seq2SeqTrainer(model=net, args=args, train_dataset=data,
+                             data_collator=DataCollatorSpeechSeq2SeqWithPadding(processor, net.config.decoder_start_token_id))
+    t = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - t
+    net.save_pretrained(out / "adapter")
+    return {"train_seconds": round(wall, 2), "clips": len(clips) * epochs,
+            "steps": trainer.state.global_step}
+
+
+def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path, epochs: int,
+                   batch_size: int, n: int) -> dict:
+    from kidwhisper.data.manifest import audio_path, read_manifest, write_manifest
+    from kidwhisper.train import TrainConfig, train
+
+    clips = read_manifest(train_manifest)[:n]
+    for c in clips:
+        c.audio = str(audio_path(c, train_manifest))
+    sub = write_manifest(clips, out / "train-subset" / "manifest.jsonl")
+    s = train(TrainConfig(model=model, train=str(sub), dev=dev_manifest, out=str(out / "run"), strategy="lora",
+                          epochs=epochs, batch_size=batch_size, lr=LR, patience=None, dev_max_clips=8,
+                          progress=False))
+    return {"train_seconds": s["train_seconds"], "clips": s.get("clips_seen", len(clips) * epochs),
+            "steps": s.get("steps"), "clips_per_window": s.get("clips_per_window")}
+
+
+def child(args) -> None:
+    out = Path(args.out_dir) / args.system
+    out.mkdir(parents=True, exist_ok=True)
+    if args.system == "hf-recipe":
+        r = run_hf_recipe(args.model, args.train, out, args.epochs, args.batch_size, args.n_train)
+    else:
+        r = run_kidwhisper(args.model, args.train, args.dev, out, args.epochs, args.batch_size, args.n_train)
+    r["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    (out / "result.json").write_text(json.dumps(r, indent=2))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="whisper-base")
+    p.add_argument("--train", default="data/kids-train")
+    p.add_argument("--dev", default="data/kids-dev")
+    p.add_argument("--n-train", type=int, default=240)
+    p.add_argument("--n-dev", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out-dir", default="runs/bench-train")
+    p.add_argument("--out", default="bench/results/train_throughput.json")
+    p.add_argument("--system", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.system:
+        return child(args)
+    from kidwhisper.evaluate import EvalConfig, evaluate, versions
+
+    rows = []
+    for system in ("kidwhisper", "hf-recipe"):
+        cmd = [sys.executable, __file__, "--system", system] + [a for a in sys.argv[1:]]
+        subprocess.run(cmd, check=True)
+        r = json.loads((Path(args.out_dir) / system / "result.json").read_text())
+        adapter = Path(args.out_dir) / system / ("adapter" if system == "hf-recipe" else "run/adapter")
+        s = evaluate(EvalConfig(model=args.model, adapter=str(adapter), data=args.dev, limit=args.n_dev,
+                                out=str(Path(args.out_dir) / system / "dev-eval"), progress=False))
+        r.update(system=system, clips_per_second=round(r["clips"] / r["train_seconds"], 3),
+                 dev_wer=s["wer"]["whisper"]["wer"], dev_wer_ci=[s["wer"]["whisper"]["ci_low"], s["wer"]["whisper"]["ci_high"]])
+        rows.append(r)
+    speedup = rows[0]["clips_per_second"] / rows[1]["clips_per_second"]
+    result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
+              "n_dev_clips": args.n_dev, "batch_size": args.batch_size, "lr": LR, "speedup_clips_per_s": round(speedup, 2),
+              "versions": versions(), "command": " ".join(sys.argv), "results": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'system':<12}{'clips/s':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}")
+    for r in rows:
+        print(f"{r['system']:<12}{r['clips_per_second']:>9.3f}{r['steps']:>7}{r['peak_rss_mb']:>13.0f}{100 * r['dev_wer']:>11.1f}")
+    print(f"speed-up: {speedup:.1f}x clips/s")
+
+
+if __name__ == "__main__":
+    main()
