@@ -46,11 +46,11 @@ def test_evaluate_requires_options(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_random_whisper, tmp_path):
+def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_model_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
-    model = WhisperForConditionalGeneration.from_pretrained(tiny_random_whisper)
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
     r = run("evaluate", "--model", "whisper-tiny.en", "--adapter", str(tmp_path / "adapter"),

@@ -109,11 +109,11 @@ def test_merged_equals_peft_and_runs_in_a_plain_pipeline(tiny_adapter, tmp_path)
     assert text.strip() == tiny_adapter["texts"][0]
 
 
-def test_merged_multilingual_defaults_to_english(tiny_random_whisper, kids_test_clips, tmp_path):
+def test_merged_multilingual_defaults_to_english(tiny_model_dir, kids_test_clips, tmp_path):
     """A source whose generation config has no language still exports one that transcribes English."""
     from transformers import WhisperForConditionalGeneration
 
-    net, processor = load_model(str(tiny_random_whisper), device="cpu")
+    net, processor = load_model(str(tiny_model_dir), device="cpu")
     net.generation_config.language = None
     net.generation_config.task = None
     src = tmp_path / "src"

@@ -167,11 +167,11 @@ def test_bad_options_fail_fast(tmp_path):
         transcribe([], "whisper-tiny.en")
 
 
-def test_language_rules_on_a_tiny_random_model(tiny_random_whisper, kids_test_clips):
+def test_language_rules_on_a_tiny_random_model(tiny_model_dir, kids_test_clips):
     from kidwhisper.models.load import load_model
     from kidwhisper.transcribe import transcribe_loaded
 
-    net, processor = load_model(str(tiny_random_whisper), device="cpu")
+    net, processor = load_model(str(tiny_model_dir), device="cpu")
     audio = load_audio(kids_test_clips[0][1])
     with pytest.raises(ValueError, match="--language xx"):
         transcribe_loaded(net, processor, ["a"], [audio], language="xx")

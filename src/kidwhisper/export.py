@@ -19,6 +19,8 @@
     with zeros (as openai-whisper's ``transcribe`` does), which changes the text of ~40 % of short clips:
     whisper-base's WER on 50 kids-test clips was 49.5 % (kidwhisper) vs 48.9 % (faster-whisper as is).
     Pad clips to 30 s before ``WhisperModel.transcribe`` to reproduce ``kidwhisper evaluate`` exactly.
+    A quantized export (``int8`` ...) is for faster-whisper; to evaluate with kidwhisper use the merged
+    export or a float32 ct2 export as ``--model``.
 
 Every export is written to a temporary directory next to ``OUT`` and renamed into place when complete,
 with ``export_info.json`` (source model, adapter, format, quantization, generation defaults, versions).

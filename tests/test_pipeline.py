@@ -1,0 +1,61 @@
+"""`kidwhisper run`: the whole job from one config, on real clips with a tiny random Whisper."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import SHARED_DATA
+from kidwhisper.config import ConfigError
+from kidwhisper.pipeline import RunConfig, load_run_config
+
+
+@pytest.mark.slow
+def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
+    if not SHARED_DATA.exists():
+        pytest.skip("shared data not found")
+    cfg = {"out": str(tmp_path / "run"), "data": str(SHARED_DATA), "model": str(tiny_model_dir),
+           "test_sets": {"kids-test": "speechocean762-kids/test"}, "limit_train": 6, "limit_dev": 3, "limit_test": 3,
+           "train": {"strategy": "lora", "max_steps": 2, "batch_size": 2, "patience": None}, "eval_batch_size": 3}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "kidwhisper", "run", str(tmp_path / "run.yaml"), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "run"
+    assert (out / "run_config.yaml").exists()
+    for d in ("data/train", "data/dev", "data/kids-test"):
+        assert (out / d / "manifest.jsonl").exists()
+    assert len((out / "data" / "kids-test-3" / "manifest.jsonl").read_text().splitlines()) == 3
+    assert (out / "eval" / "baseline-en" / "kids-test" / "summary.json").exists()
+    assert (out / "run" / "adapter" / "adapter_model.safetensors").exists()
+    assert (out / "run" / "eval" / "kids-test" / "summary.json").exists()
+    rows = list(csv.DictReader(open(out / "report" / "comparison.csv")))
+    assert len(rows) == 2 and any("lora" in row["configuration"] for row in rows)
+    assert "report.md" in r.stdout or (out / "report" / "report.md").exists()
+    # A second run finds every step done and changes nothing.
+    before = (out / "run" / "summary.json").stat().st_mtime_ns
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "run" / "summary.json").stat().st_mtime_ns == before
+
+
+def test_run_config_rejects_misplaced_options(tmp_path):
+    with pytest.raises(ConfigError, match="top level"):
+        RunConfig(out="x", train={"model": "whisper-base"})
+    (tmp_path / "c.yaml").write_text("out: x\nepochs: 3\n")
+    with pytest.raises(ConfigError, match="unknown option.*epochs"):
+        load_run_config(tmp_path / "c.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from kidwhisper.train.config import TrainConfig
+
+    for name in ("quick", "reference"):
+        cfg = load_run_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+        TrainConfig(model=cfg.model, train="t", dev="d", out="o", **cfg.train)
