@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import yaml
-
 from conftest import SHARED_DATA
+
 from kidwhisper.config import ConfigError
 from kidwhisper.pipeline import RunConfig, load_run_config
 
