@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from kidwhisper.audio import load_audio
+from kidwhisper.config import package_versions
 from kidwhisper.data.manifest import audio_path, read_manifest, resolve_manifest_path
-from kidwhisper.evaluate import EvalConfig, evaluate, versions
+from kidwhisper.evaluate import EvalConfig, evaluate
 from kidwhisper.metrics import sum_counts, word_errors
 from kidwhisper.models.builtin import builtin_ct2_dir, builtin_path
 from kidwhisper.text import normalize
@@ -102,7 +103,7 @@ def main() -> None:
     result = {"model": args.model, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
               "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "versions": versions(), "command": " ".join(sys.argv), "results": rows}
+              "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'system':<48}{'decode s':>9}{'RTF':>8}{'clips/s':>9}{'WER %':>8}")

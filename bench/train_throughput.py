@@ -126,7 +126,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.system:
         return child(args)
-    from kidwhisper.evaluate import EvalConfig, evaluate, versions
+    from kidwhisper.config import package_versions
+    from kidwhisper.evaluate import EvalConfig, evaluate
 
     rows = []
     for system in ("kidwhisper", "hf-recipe"):
@@ -142,7 +143,7 @@ def main() -> None:
     speedup = rows[0]["clips_per_second"] / rows[1]["clips_per_second"]
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
               "n_dev_clips": args.n_dev, "batch_size": args.batch_size, "lr": LR, "speedup_clips_per_s": round(speedup, 2),
-              "versions": versions(), "command": " ".join(sys.argv), "results": rows}
+              "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'system':<12}{'clips/s':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}")

@@ -221,11 +221,11 @@ def _transcribe_args(p):
 @command("transcribe", "transcribe audio files with a (tuned) model: text, JSON or SRT")
 @_args(_transcribe_args)
 def cmd_transcribe(args) -> int:
-    from kidwhisper.transcribe import format_results, transcribe
+    from kidwhisper.transcribe import format_transcripts, transcribe
 
     results = transcribe(args.audio, args.model, adapter=args.adapter, language=args.language,
                          output_format=args.output_format, device=args.device, batch_size=args.batch_size)
-    print(format_results(results, args.output_format))
+    print(format_transcripts(results, args.output_format))
     return 0
 
 

@@ -60,6 +60,20 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: {e}") from e
 
 
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and the packages that decide a result (recorded beside every output)."""
+    import importlib.metadata as md
+    import platform
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in ("kidwhisper", "torch", "transformers", "peft", "accelerate", "jiwer", "ctranslate2", "faster-whisper"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 

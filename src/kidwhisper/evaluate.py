@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -25,9 +24,8 @@ from pathlib import Path
 
 import torch
 
-from kidwhisper import __version__
 from kidwhisper.audio import load_audio
-from kidwhisper.config import save_config
+from kidwhisper.config import package_versions, save_config
 from kidwhisper.data.manifest import (
     Clip,
     ManifestError,
@@ -107,18 +105,6 @@ def guard_budget(duration: float) -> int:
     return int(math.ceil(GUARD_TOKENS_PER_SECOND * duration + GUARD_SLACK_TOKENS))
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"kidwhisper": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "jiwer", "ctranslate2"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
 def evaluate(config: EvalConfig) -> dict:
     """Decode ``config.data`` with ``config.model`` and write utterances.jsonl + summary.json."""
     out = Path(config.out)
@@ -190,7 +176,7 @@ def evaluate(config: EvalConfig) -> dict:
         "backend": config.backend,
         "device": device,
         "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
+        "versions": package_versions(),
         "wall_seconds": round(wall, 2),
         "audio_seconds_decoded": round(audio_seconds, 2),
         "rtf": round(wall / audio_seconds, 4),

@@ -34,13 +34,12 @@ import importlib.metadata as md
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Literal
 
-from kidwhisper import __version__
+from kidwhisper.config import package_versions
 from kidwhisper.decode import is_multilingual
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
@@ -94,7 +93,7 @@ def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
             info.update(_copy_builtin_ct2(model, tmp))
         else:
             info.update(_write_ct2(model, adapter, tmp, quantization, language))
-        info["versions"] = versions()
+        info["versions"] = package_versions()
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         old = out.with_name(f".{out.name}.old.{os.getpid()}")
         if out.exists():
@@ -190,11 +189,3 @@ def _adapter_meta(adapter: str | None) -> dict | None:
     return json.loads(meta.read_text()) if meta.exists() else None
 
 
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"kidwhisper": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "peft", "ctranslate2", "faster-whisper"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out

@@ -89,3 +89,12 @@ def test_reader_reads_scalars_and_aliases(tmp_path):
     assert int(m.get("encoder/num_heads")) == 6
     assert m.aliases["decoder/projection/weight"] == "decoder/embeddings/weight"
     assert m.get("decoder/embeddings/weight").shape == (51864, 384)
+
+
+def test_quantized_models_are_rejected_with_the_fix(tmp_path):
+    from kidwhisper.models.ct2 import hf_state_dict
+
+    m = read_model_bin(_tiny_model_bin(tmp_path))
+    m.variables["encoder/layer_0/self_attention/linear_0/weight_scale"] = np.ones(1152, np.float32)
+    with pytest.raises(CT2FormatError, match="quantized CTranslate2 model.*without --quantization"):
+        hf_state_dict(m)

@@ -127,6 +127,12 @@ def hf_state_dict(model: CT2Model) -> tuple[dict, dict[str, np.ndarray]]:
     """Return (WhisperConfig kwargs, HF state dict as float32 numpy arrays)."""
     if model.spec not in (None, "WhisperSpec"):
         raise CT2FormatError(f"model.bin holds a {model.spec}, not a WhisperSpec")
+    scaled = [n for n in model.variables if n.endswith("weight_scale")]
+    if scaled:
+        raise CT2FormatError(f"this is a quantized CTranslate2 model ({scaled[0]} and {len(scaled) - 1} more "
+                             f"scales); kidwhisper converts float32/float16/bfloat16 models only: use the "
+                             f"float export (`kidwhisper export --format ct2` without --quantization) or the "
+                             f"merged Hugging Face export")
     g = model.get
     sd: dict[str, np.ndarray] = {}
 

@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kidwhisper.config import ConfigError, save_config
+from kidwhisper.config import ConfigError, package_versions, save_config
 from kidwhisper.data.manifest import atomic_write_text, manifest_hash, read_manifest, resolve_manifest_path
 from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.models.load import load_model, resolve_device
@@ -142,18 +142,6 @@ def peak_memory_mb() -> dict[str, float | None]:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
     cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"peak_rss_mb": round(rss, 1), "peak_cuda_mb": None if cuda is None else round(cuda, 1)}
-
-
-def _versions() -> dict[str, str | None]:
-    import importlib.metadata as md
-
-    out: dict[str, str | None] = {"python": sys.version.split()[0]}
-    for pkg in ("kidwhisper", "torch", "transformers", "peft", "accelerate"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def plot_learning_curve(log_path: Path, png: Path, title: str = "") -> None:
@@ -561,7 +549,7 @@ class Trainer:
             "encoder_outputs_cached": self.cache_encoder, "device": str(self.acc.device),
             "world_size": self.world, "mixed_precision": self.acc.mixed_precision,
             "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
-            **self.hashes, "versions": _versions(),
+            **self.hashes, "versions": package_versions(),
         }
 
 
