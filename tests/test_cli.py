@@ -15,7 +15,7 @@ def run(*args, env=None):
 
 def test_help_lists_every_stage():
     out = run("--help").stdout
-    for name in ("models", "prepare", "evaluate"):
+    for name in ("models", "prepare", "evaluate", "train", "compare", "transcribe", "export", "run"):
         assert name in out
 
 
@@ -72,3 +72,34 @@ def test_prepare_cli_error_names_the_input(tmp_path):
     r = run("prepare", str(tmp_path / "missing"), str(tmp_path / "out"))
     assert r.returncode == 2
     assert "missing" in r.stderr
+
+
+def test_transcribe_cli_srt(kids_test_clips):
+    r = run("transcribe", "--model", "whisper-tiny.en", "--format", "srt", str(kids_test_clips[0][1]), "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "00:00:00,000 -->" in r.stdout and "elephant" in r.stdout.lower()
+
+
+def test_transcribe_cli_unreadable_audio(tmp_path):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF not really a wave file")
+    r = run("transcribe", "--model", "whisper-tiny.en", str(bad))
+    assert r.returncode == 2 and "broken.wav" in r.stderr
+
+
+def test_train_cli_errors(tmp_path):
+    r = run("train", "--model", "whisper-tiny.en")
+    assert r.returncode == 2 and "--train" in r.stderr and "--out" in r.stderr
+    r = run("train", "--model", "m", "--train", "t", "--dev", "d", "--out", str(tmp_path / "o"),
+            "--warmup-ratio", "0.1", "--warmup-steps", "5")
+    assert r.returncode == 2 and "Can't provide both `--warmup-ratio` and `--warmup-steps`" in r.stderr
+
+
+def test_compare_cli_empty_input(tmp_path):
+    r = run("compare", str(tmp_path), "--out", str(tmp_path / "report"))
+    assert r.returncode == 2 and str(tmp_path) in r.stderr
+
+
+def test_export_cli_quantization_needs_ct2(tmp_path):
+    r = run("export", str(tmp_path / "out"), "--model", "whisper-tiny.en", "--format", "merged", "--quantization", "int8")
+    assert r.returncode == 2 and "--quantization int8 applies to --format ct2 only" in r.stderr
