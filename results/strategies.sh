@@ -6,11 +6,11 @@ cd "$(dirname "$0")/.."
 for s in "$@"; do
   RUN=runs/whisper-base-kids-$s
   [ -f "$RUN/summary.json" ] || kidwhisper train --config "configs/train-$s.yaml" -q
+  mkdir -p "results/tuned/whisper-base-$s"
+  cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "results/tuned/whisper-base-$s/"
   if [ -d "$RUN/adapter" ]; then args=(--model whisper-base --adapter "$RUN/adapter"); else args=(--model "$RUN/model"); fi
   for set in kids-test adults-test; do
     [ -f "results/tuned/whisper-base-$s/$set/summary.json" ] || \
       kidwhisper evaluate "${args[@]}" --data "data/$set" --out "results/tuned/whisper-base-$s/$set" -q
   done
-  mkdir -p "results/tuned/whisper-base-$s/run"
-  cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "results/tuned/whisper-base-$s/run/"
 done
