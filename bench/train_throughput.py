@@ -5,7 +5,8 @@ same clips, for the same number of epochs, with the same learning rate and sched
 
 - **hf-recipe**: one clip per 30 s window, ``Seq2SeqTrainer`` defaults, features computed up front, the
   ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
-- **kidwhisper**: ``kidwhisper.train`` defaults (clips packed into <= 30 s windows).
+- **kidwhisper**: ``kidwhisper.train`` (clips packed into <= 30 s windows, ~8 clips each), one window per
+  step, so both systems make about the same number of optimizer steps on about the same clips per step.
 
 Each system runs in its own subprocess (so its peak memory is its own); then both adapters are scored on
 the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS and dev WER.
@@ -105,7 +106,7 @@ def child(args) -> None:
     if args.system == "hf-recipe":
         r = run_hf_recipe(args.model, args.train, out, args.epochs, args.batch_size, args.n_train)
     else:
-        r = run_kidwhisper(args.model, args.train, args.dev, out, args.epochs, args.batch_size, args.n_train)
+        r = run_kidwhisper(args.model, args.train, args.dev, out, args.epochs, args.windows_per_step, args.n_train)
     r["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     (out / "result.json").write_text(json.dumps(r, indent=2))
 
@@ -118,7 +119,8 @@ def main() -> None:
     p.add_argument("--n-train", type=int, default=240)
     p.add_argument("--n-dev", type=int, default=100)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="hf-recipe: clips per step")
+    p.add_argument("--windows-per-step", type=int, default=1, help="kidwhisper: packed windows per step")
     p.add_argument("--out-dir", default="runs/bench-train")
     p.add_argument("--out", default="bench/results/train_throughput.json")
     p.add_argument("--system", help=argparse.SUPPRESS)
@@ -142,7 +144,8 @@ def main() -> None:
         rows.append(r)
     speedup = rows[0]["clips_per_second"] / rows[1]["clips_per_second"]
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
-              "n_dev_clips": args.n_dev, "batch_size": args.batch_size, "lr": LR, "speedup_clips_per_s": round(speedup, 2),
+              "n_dev_clips": args.n_dev, "hf_batch_size": args.batch_size,
+              "kidwhisper_windows_per_step": args.windows_per_step, "lr": LR, "speedup_clips_per_s": round(speedup, 2),
               "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
