@@ -5,13 +5,15 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DATA
 
 from kidwhisper.config import ConfigError
 from kidwhisper.pipeline import RunConfig, load_run_config
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.mark.slow
@@ -52,8 +54,6 @@ def test_run_config_rejects_misplaced_options(tmp_path):
 
 
 def test_shipped_configs_load():
-    from pathlib import Path
-
     from kidwhisper.train.config import TrainConfig
 
     for name in ("quick", "reference"):
