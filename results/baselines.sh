@@ -10,7 +10,8 @@ for set in kids/train kids/dev kids/test adults/test; do
   [ -f "data/$name/manifest.jsonl" ] || kidwhisper prepare "$DATA/speechocean762-$set" "data/$name" -q
 done
 run() {  # model language set
-  kidwhisper evaluate --model "$1" --language "$2" --data "data/$3" --out "results/baseline/$1-$2/$3" -q
+  [ -f "results/baseline/$1-$2/$3/summary.json" ] || \
+    kidwhisper evaluate --model "$1" --language "$2" --data "data/$3" --out "results/baseline/$1-$2/$3" -q
 }
 for set in kids-test kids-dev adults-test; do
   run whisper-base en "$set"
