@@ -18,3 +18,4 @@ for set in kids-test adults-test kids-dev; do
   [ -f "$OUT/$set/summary.json" ] || \
     kidwhisper evaluate --model whisper-base --adapter "$ADAPTER" --data "data/$set" --out "$OUT/$set" -q
 done
+python results/strip_references.py results  # the corpus transcripts stay out of the repository

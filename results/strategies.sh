@@ -14,3 +14,4 @@ for s in "$@"; do
       kidwhisper evaluate "${args[@]}" --data "data/$set" --out "results/tuned/whisper-base-$s/$set" -q
   done
 done
+python results/strip_references.py results  # the corpus transcripts stay out of the repository

@@ -148,6 +148,10 @@ def case_evidence(eval_dir: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError) as e:
         log.warning("%s: cannot read utterances.jsonl for the orthographic example (%s)", eval_dir, e)
         return None
+    if not any("ref" in u for u in lines):  # committed results carry no corpus transcripts
+        hyps = [str(u.get("hyp") or "") for u in lines]
+        return {"n": len(lines), "upper": None, "punct": sum(bool(re.search(r"[.,!?;:]", h)) for h in hyps),
+                "example": None}
     refs, hyps = [str(u.get("ref") or "") for u in lines], [str(u.get("hyp") or "") for u in lines]
     words = [u.get("words") or {} for u in lines]
     example = next(((r, h) for r, h, w in zip(refs, hyps, words, strict=True)
@@ -186,8 +190,8 @@ def explain_orthographic(confs: list[Configuration], base: Configuration | None,
                  f"words of {forced.label} count as substitutions")
         ev = case_evidence(fdir)
         if ev:
-            text += (f": {ev['upper']} of {ev['n']} references are all upper-case and {ev['punct']} of {ev['n']} "
-                     "hypotheses carry punctuation")
+            upper = "" if ev["upper"] is None else f"{ev['upper']} of {ev['n']} references are all upper-case and "
+            text += f": {upper}{ev['punct']} of {ev['n']} hypotheses carry punctuation"
             if ev["example"]:
                 text += f", so '{ev['example'][0]}' vs '{ev['example'][1]}' is all errors raw and none normalized"
         text += "."
