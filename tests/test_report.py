@@ -270,3 +270,14 @@ def test_relative_adapter_path_and_dev_baseline_line(results, tmp_path, monkeypa
     assert tuned.results["kids-dev"][0].name == "tuned-on-dev"
     base = resolve_baseline(confs, None)
     assert dev_references(runs, confs, base, config.sets) == [("whisper-base (en) on kids-dev (baseline)", 0.38)]
+
+
+def test_case_evidence_without_references(tmp_path):
+    """Committed results carry no corpus transcripts: the explanation keeps only what it can count."""
+    from kidwhisper.report.render import case_evidence
+
+    d = write_eval(tmp_path / "e")
+    lines = [json.loads(x) for x in (d / "utterances.jsonl").read_text().splitlines()]
+    (d / "utterances.jsonl").write_text("".join(json.dumps({k: v for k, v in u.items() if k != "ref"}) + "\n"
+                                                for u in lines))
+    assert case_evidence(d) == {"n": 2, "upper": None, "punct": 1, "example": None}
