@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -187,13 +186,17 @@ def _check_parity(ct2_dir: Path, audios, refs, torch_texts) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("KIDWHISPER_TEST_BASE"),
-                    reason="whisper-base parity takes ~1 min on 2 CPU cores; set KIDWHISPER_TEST_BASE=1")
-def test_ct2_export_matches_pytorch_wer_whisper_base(kids_test_clips, tmp_path):
-    clips = kids_test_clips[:10]
-    audios = [load_audio(p) for _, p, _ in clips]
-    peft, processor = make_adapter("whisper-base", tmp_path / "adapter", scale=0.01)
-    texts = [d.text for d in transcribe_arrays(peft, processor, audios, batch_size=10, progress=False)]
-    del peft
-    out = export("whisper-base", str(tmp_path / "adapter"), "ct2", tmp_path / "ct2")
-    _check_parity(out, audios, [t for _, _, t in clips], texts)
+def test_ct2_export_of_the_committed_adapter_matches_pytorch_on_50_clips(tmp_path):
+    """The shipped whisper-base LoRA: faster-whisper on its ct2 export is within 0.5 WER points of PyTorch."""
+    repo = Path(__file__).resolve().parents[1]
+    adapter, kids = repo / "models" / "whisper-base-kids-lora", repo.parent / "shared" / "data" / "speechocean762-kids" / "test"
+    if not kids.exists():
+        pytest.skip(f"{kids} not found")
+    texts = dict(line.split(" ", 1) for line in (kids / "text").read_text().splitlines()[:50])
+    wavs = dict(line.split() for line in (kids / "wav.scp").read_text().splitlines())
+    audios = [load_audio(kids / wavs[u]) for u in texts]
+    net, processor = load_model("whisper-base", str(adapter), device="cpu", merge=True)
+    torch_texts = [d.text for d in transcribe_arrays(net, processor, audios, batch_size=16, progress=False)]
+    del net
+    out = export("whisper-base", str(adapter), "ct2", tmp_path / "ct2")
+    _check_parity(out, audios, list(texts.values()), torch_texts)
