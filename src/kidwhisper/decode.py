@@ -8,6 +8,7 @@ and ``transcribe`` all call it, so they decode the same way. The front end is Hu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,20 +97,24 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
     return results
 
 
+def in_length_batches(audios: list[np.ndarray], batch_size: int, decode: Callable[[list[int]], list[Decoded]],
+                      progress: bool = True, desc: str = "decoding") -> list[Decoded]:
+    """Call ``decode(indices)`` on batches of clips of similar length; results come back in input order."""
+    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
+    results: list[Decoded | None] = [None] * len(audios)
+    with tqdm(total=len(audios), desc=desc, unit="clip", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            for i, d in zip(idx, decode(idx), strict=True):
+                results[i] = d
+            bar.update(len(idx))
+    return results  # type: ignore[return-value]
+
+
 def transcribe_arrays(model, processor, audios: list[np.ndarray], language: str | None = "en",
                       batch_size: int = 16, max_new_tokens: int | list[int] = MAX_NEW_TOKENS,
                       num_beams: int = 1, progress: bool = True) -> list[Decoded]:
     """Decode many clips in batches of similar length (order of the input is kept)."""
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
-    order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-    results: list[Decoded | None] = [None] * len(audios)
-    bar = tqdm(total=len(audios), desc="decoding", unit="clip", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        batch = decode_batch(model, processor, [audios[i] for i in idx], language,
-                             [budgets[i] for i in idx], num_beams)
-        for i, d in zip(idx, batch, strict=True):
-            results[i] = d
-        bar.update(len(idx))
-    bar.close()
-    return results  # type: ignore[return-value]
+    return in_length_batches(audios, batch_size, lambda idx: decode_batch(
+        model, processor, [audios[i] for i in idx], language, [budgets[i] for i in idx], num_beams), progress)

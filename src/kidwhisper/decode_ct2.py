@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded
+from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, in_length_batches
 from kidwhisper.models.builtin import BUILTIN_MODELS, builtin_ct2_dir, cache_dir
 
 log = logging.getLogger(__name__)
@@ -82,13 +81,5 @@ class CT2Decoder:
     def transcribe_arrays(self, audios: list[np.ndarray], language: str | None = "en", batch_size: int = 16,
                           max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1,
                           progress: bool = True) -> list[Decoded]:
-        order = sorted(range(len(audios)), key=lambda i: len(audios[i]))
-        results: list[Decoded | None] = [None] * len(audios)
-        with tqdm(total=len(audios), desc="decoding (ct2)", unit="clip", disable=not progress) as bar:
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                for i, d in zip(idx, self.decode_batch([audios[i] for i in idx], language, max_new_tokens,
-                                                       num_beams), strict=True):
-                    results[i] = d
-                bar.update(len(idx))
-        return results  # type: ignore[return-value]
+        return in_length_batches(audios, batch_size, lambda idx: self.decode_batch(
+            [audios[i] for i in idx], language, max_new_tokens, num_beams), progress, "decoding (ct2)")
