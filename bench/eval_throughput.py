@@ -2,10 +2,15 @@
 
 Compares, on the first N clips of a manifest (default: 100 kids-test clips), with whisper-base, English,
 greedy, no timestamps:
-  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch);
+  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), and ``--backend ct2`` in float32 and
+    int8 (the same batched decoding and front end on CTranslate2);
   - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe;
   - faster-whisper float32 and int8 (``WhisperModel.transcribe`` per clip, beam 1, no VAD, no previous text).
-Each system's normalized WER is computed the same way (kidwhisper.metrics on Whisper-normalized text).
+Every system's transcripts are scored the same way (``kidwhisper.metrics.score_utterance``, Whisper-normalized).
+
+The WER gap between systems running the same weights is broken down per clip: errors in clips flagged as
+hallucinations (runaway repetition, implausibly long output), the WER on the clips that no system
+hallucinated on, and how many normalized transcripts equal kidwhisper PyTorch's.
 
     python bench/eval_throughput.py --data data/kids-test --n 100 --out bench/results/eval_throughput.json
 """
@@ -28,39 +33,36 @@ from kidwhisper.audio import load_audio
 from kidwhisper.config import package_versions
 from kidwhisper.data.manifest import audio_path, read_manifest, resolve_manifest_path
 from kidwhisper.evaluate import EvalConfig, evaluate
-from kidwhisper.metrics import sum_counts, word_errors
+from kidwhisper.metrics import HEADLINE, score_utterance, sum_counts
 from kidwhisper.models.builtin import builtin_ct2_dir, builtin_path
-from kidwhisper.text import normalize
 
 log = logging.getLogger("bench")
 
 
-def wer_of(refs: list[str], hyps: list[str]) -> float:
-    counts = [word_errors(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True) if normalize(r)]
-    return sum_counts(counts).wer
-
-
-def bench_kidwhisper(model: str, manifest: Path, n: int, batch_size: int) -> dict:
+def bench_kidwhisper(model: str, manifest: Path, n: int, batch_size: int, backend: str = "torch",
+                     compute_type: str = "float32") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         s = evaluate(EvalConfig(model=model, data=str(manifest), out=tmp, limit=n, batch_size=batch_size,
-                                progress=False))
+                                backend=backend, compute_type=compute_type, progress=False))
         total = time.perf_counter() - t
-    return {"system": f"kidwhisper evaluate (PyTorch, batch {batch_size})", "decode_seconds": s["wall_seconds"],
-            "total_seconds": round(total, 2), "wer": s["wer"]["whisper"]["wer"]}
+        hyps = [json.loads(line)["hyp"] for line in (Path(tmp) / "utterances.jsonl").read_text().splitlines()]
+    name = "PyTorch" if backend == "torch" else f"CTranslate2 {compute_type}"
+    return {"system": f"kidwhisper evaluate ({name}, batch {batch_size})", "decode_seconds": s["wall_seconds"],
+            "total_seconds": round(total, 2), "hyps": hyps}
 
 
-def bench_hf_pipeline(model: str, audios, refs) -> dict:
+def bench_hf_pipeline(model: str, audios) -> dict:
     from transformers import pipeline
 
     asr = pipeline("automatic-speech-recognition", model=str(builtin_path(model)), device="cpu")
     t = time.perf_counter()
     hyps = [asr(a.copy(), generate_kwargs={"language": "en", "task": "transcribe"})["text"] for a in audios]
     return {"system": "transformers ASR pipeline (one clip at a time)", "decode_seconds": round(time.perf_counter() - t, 2),
-            "wer": wer_of(refs, hyps)}
+            "hyps": hyps}
 
 
-def bench_faster_whisper(model: str, audios, refs, compute_type: str) -> dict:
+def bench_faster_whisper(model: str, audios, compute_type: str) -> dict:
     from faster_whisper import WhisperModel
 
     fw = WhisperModel(str(builtin_ct2_dir(model)), device="cpu", compute_type=compute_type,
@@ -72,7 +74,26 @@ def bench_faster_whisper(model: str, audios, refs, compute_type: str) -> dict:
                                     condition_on_previous_text=False, vad_filter=False, temperature=0.0)
         hyps.append(" ".join(s.text.strip() for s in segments))
     return {"system": f"faster-whisper {compute_type}", "decode_seconds": round(time.perf_counter() - t, 2),
-            "wer": wer_of(refs, hyps)}
+            "hyps": hyps}
+
+
+def score_systems(rows: list[dict], clips) -> None:
+    """Add WER and the per-clip breakdown of the WER gap to every row (the first row is the reference)."""
+    scores = [[score_utterance(c.text, h, c.duration) for c, h in zip(clips, r["hyps"], strict=True)] for r in rows]
+    flagged = [any(sc[i].hallucination for sc in scores) for i in range(len(clips))]
+    first = [s.hyp_norm[HEADLINE] for s in scores[0]]
+    for r, sc in zip(rows, scores, strict=True):
+        words = [s.words[HEADLINE] for s in sc]
+        total = sum_counts(w for w in words if w is not None)
+        halluc = [i for i, s in enumerate(sc) if s.hallucination]
+        clean = sum_counts(w for w, f in zip(words, flagged, strict=True) if w is not None and not f)
+        r.update(wer=round(total.wer, 4), insertions=total.insertions, errors=total.errors,
+                 n_hallucinations=len(halluc),
+                 errors_in_hallucinations=sum(words[i].errors for i in halluc if words[i] is not None),
+                 wer_on_clips_no_system_hallucinated=round(clean.wer, 4),
+                 n_clips_no_system_hallucinated=len(clips) - sum(flagged),
+                 same_normalized_text_as_first=sum(s.hyp_norm[HEADLINE] == f for s, f in zip(sc, first, strict=True)))
+        del r["hyps"]
 
 
 def main() -> None:
@@ -82,33 +103,41 @@ def main() -> None:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="bench/results/eval_throughput.json")
-    p.add_argument("--skip", nargs="*", default=[], help="systems to skip: hf-pipeline fw-float32 fw-int8")
+    p.add_argument("--skip", nargs="*", default=[],
+                   help="systems to skip: ct2-float32 ct2-int8 hf-pipeline fw-float32 fw-int8")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     manifest = resolve_manifest_path(args.data)
     clips = read_manifest(manifest)[: args.n]
     audios = [load_audio(audio_path(c, manifest)) for c in clips]
-    refs = [c.text for c in clips]
     audio_seconds = sum(len(a) for a in audios) / 16000
     rows = [bench_kidwhisper(args.model, manifest, args.n, args.batch_size)]
+    for ct in ("float32", "int8"):
+        if f"ct2-{ct}" not in args.skip:
+            rows.append(bench_kidwhisper(args.model, manifest, args.n, args.batch_size, "ct2", ct))
     if "hf-pipeline" not in args.skip:
-        rows.append(bench_hf_pipeline(args.model, audios, refs))
+        rows.append(bench_hf_pipeline(args.model, audios))
     for ct in ("float32", "int8"):
         if f"fw-{ct}" not in args.skip:
-            rows.append(bench_faster_whisper(args.model, audios, refs, ct))
+            rows.append(bench_faster_whisper(args.model, audios, ct))
+    score_systems(rows, clips)
     for r in rows:
         r["rtf"] = round(r["decode_seconds"] / audio_seconds, 4)
         r["clips_per_second"] = round(len(clips) / r["decode_seconds"], 3)
-        r["wer"] = round(r["wer"], 4)
     result = {"model": args.model, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
               "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'system':<48}{'decode s':>9}{'RTF':>8}{'clips/s':>9}{'WER %':>8}")
+    print(f"{'system':<52}{'decode s':>9}{'RTF':>7}{'clips/s':>8}{'WER %':>7}{'halluc.':>8}{'their err':>10}"
+          f"{'clean WER %':>12}{'same text':>10}")
     for r in rows:
-        print(f"{r['system']:<48}{r['decode_seconds']:>9.1f}{r['rtf']:>8.3f}{r['clips_per_second']:>9.2f}{100 * r['wer']:>8.1f}")
+        print(f"{r['system']:<52}{r['decode_seconds']:>9.1f}{r['rtf']:>7.3f}{r['clips_per_second']:>8.2f}"
+              f"{100 * r['wer']:>7.1f}{r['n_hallucinations']:>8}{r['errors_in_hallucinations']:>10}"
+              f"{100 * r['wer_on_clips_no_system_hallucinated']:>12.1f}{r['same_normalized_text_as_first']:>10}")
+    print(f"clean WER: on the {rows[0]['n_clips_no_system_hallucinated']} clips no system hallucinated on; "
+          f"same text: normalized transcripts equal to the first row's")
 
 
 if __name__ == "__main__":

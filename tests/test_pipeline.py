@@ -59,3 +59,18 @@ def test_shipped_configs_load():
     for name in ("quick", "reference"):
         cfg = load_run_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
         TrainConfig(model=cfg.model, train="t", dev="d", out="o", **cfg.train)
+
+
+def test_reference_config_trains_like_the_committed_run():
+    """`kidwhisper run configs/reference.yaml` must train exactly what results/reference.sh trained."""
+    from dataclasses import asdict
+
+    from kidwhisper.config import from_dict, read_config_file
+    from kidwhisper.train.config import TrainConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    run = load_run_config(configs / "reference.yaml")
+    via_run = TrainConfig(model=run.model, train="t", dev="d", out="o", **run.train)
+    direct = from_dict(TrainConfig, {**read_config_file(configs / "train-lora.yaml"), "train": "t", "dev": "d",
+                                     "out": "o"})
+    assert asdict(via_run) == asdict(direct)

@@ -1,0 +1,87 @@
+"""Write the README's speed tables from the committed benchmark results (never typed by hand).
+
+Reads the reference run's ``results/tuned/whisper-base-lora/summary.json``,
+``bench/results/train_throughput.json`` and ``bench/results/eval_throughput.json`` and replaces the text
+between ``<!-- bench:start`` and ``<!-- bench:end -->`` in README.md.
+
+    python bench/readme_tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+
+def eval_table(r: dict) -> str:
+    first = r["results"][0]
+    lines = [
+        f"Evaluation: `{r['command']}` (`bench/results/eval_throughput.json`): {r['model']}, {r['n_clips']} "
+        f"kids-test clips, {r['audio_seconds']} s of audio, {r['torch_threads']} CPU threads, English, greedy. "
+        f"*Clean WER* is the WER on the {first['n_clips_no_system_hallucinated']} clips on which no system "
+        f"hallucinated; *same text* counts normalized transcripts equal to the first row's.",
+        "",
+        "| system | decode s | RTF | clips/s | WER % | hallucinations | their errors | clean WER % | same text |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["results"]:
+        lines.append(f"| {row['system']} | {row['decode_seconds']:.1f} | {row['rtf']:.3f} | "
+                     f"{row['clips_per_second']:.2f} | {100 * row['wer']:.1f} | {row['n_hallucinations']} | "
+                     f"{row['errors_in_hallucinations']} | {100 * row['wer_on_clips_no_system_hallucinated']:.1f} | "
+                     f"{row['same_normalized_text_as_first']}/{r['n_clips']} |")
+    return "\n".join(lines)
+
+
+def train_table(r: dict) -> str:
+    lines = [
+        f"Training: `{r['command']}` (`bench/results/train_throughput.json`): LoRA r=16 on {r['model']}, the same "
+        f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then both adapters "
+        f"scored on the same {r['n_dev_clips']} kids-dev clips. The plain recipe steps on "
+        f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
+        f"packed window(s) per step, so both make about the same number of updates.",
+        "",
+        "| system | clips/s | steps | train s | peak RSS MB | dev WER % (95 % CI) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in r["results"]:
+        lo, hi = row["dev_wer_ci"]
+        lines.append(f"| {row['system']} | {row['clips_per_second']:.2f} | {row['steps']} | "
+                     f"{row['train_seconds']:.0f} | {row['peak_rss_mb']:.0f} | "
+                     f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) |")
+    lines += ["", f"Speed-up: **{r['speedup_clips_per_s']:.1f}x** clips/s."]
+    return "\n".join(lines)
+
+
+def reference_run(s: dict) -> str:
+    evals = len(s["evals"])
+    return (f"The reference run (`results/tuned/whisper-base-lora/summary.json`) packed {s['n_train_clips']} clips "
+            f"into {s['n_windows']} windows ({s['clips_per_window']:.1f} clips per 30 s window, "
+            f"{100 * s['window_fill']:.0f} % full) and trained at {s['clips_per_s']:.1f} clips/s on "
+            f"{s['torch_threads']} CPU threads ({s['seconds_per_step']:.1f} s per step of {s['windows_per_step']} "
+            f"windows, {s['steps']} steps: {s['train_seconds'] / 60:.0f} min of training plus "
+            f"{s['eval_seconds'] / 60:.0f} min for {evals} dev-WER evaluations, {s['wall_seconds'] / 60:.0f} min "
+            f"in all; peak RSS {s['peak_rss_mb'] / 1024:.1f} GB).")
+
+
+def main() -> None:
+    parts = []
+    ref = ROOT / "results" / "tuned" / "whisper-base-lora" / "summary.json"
+    if ref.exists():
+        parts.append(reference_run(json.loads(ref.read_text())))
+    if (RESULTS / "train_throughput.json").exists():
+        parts.append(train_table(json.loads((RESULTS / "train_throughput.json").read_text())))
+    if (RESULTS / "eval_throughput.json").exists():
+        parts.append(eval_table(json.loads((RESULTS / "eval_throughput.json").read_text())))
+    readme_path = ROOT / "README.md"
+    readme = readme_path.read_text()
+    start = readme.index("<!-- bench:start")
+    start = readme.index("-->", start) + 3
+    end = readme.index("<!-- bench:end -->")
+    readme_path.write_text(readme[:start] + "\n" + "\n\n".join(parts) + "\n" + readme[end:])
+
+
+if __name__ == "__main__":
+    main()
