@@ -18,19 +18,16 @@ import json
 import logging
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from kidwhisper.audio import load_audio
 from kidwhisper.config import package_versions, save_config
 from kidwhisper.data.manifest import (
-    Clip,
     ManifestError,
     atomic_write_text,
-    audio_path,
+    load_clip_audios,
     manifest_hash,
     read_manifest,
 )
@@ -96,11 +93,6 @@ def resolve_data(data: str | Path, work_dir: Path, progress: bool = True) -> Pat
     raise ManifestError(f"--data {data}: not found; pass a manifest from `kidwhisper prepare` or a corpus directory")
 
 
-def load_clips_audio(clips: list[Clip], manifest: Path) -> list:
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda c: load_audio(audio_path(c, manifest)), clips))
-
-
 def guard_budget(duration: float) -> int:
     return int(math.ceil(GUARD_TOKENS_PER_SECOND * duration + GUARD_SLACK_TOKENS))
 
@@ -117,7 +109,7 @@ def evaluate(config: EvalConfig) -> dict:
         raise ManifestError(f"{manifest}: no clips to evaluate")
     log.info("evaluating %s%s on %d clips of %s (language=%s)", config.model,
              f" + {config.adapter}" if config.adapter else "", len(clips), manifest, config.language)
-    audios = load_clips_audio(clips, manifest)
+    audios = load_clip_audios(clips, manifest, config.progress)
     if config.backend == "ct2":
         from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
         from kidwhisper.models.load import load_processor

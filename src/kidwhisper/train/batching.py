@@ -32,16 +32,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
-from kidwhisper.data.manifest import Clip, audio_path
+from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -115,21 +111,6 @@ def label_ids(tokenizer, text: str, multilingual: bool, language: str = "en") ->
 def text_token_count(tokenizer, text: str) -> int:
     """Tokens of ``text`` as it appears after a space inside a joined transcript."""
     return len(tokenizer(" " + text, add_special_tokens=False).input_ids)
-
-
-def load_audios(clips: list[Clip], manifest: str | Path, progress: bool = True) -> list[np.ndarray]:
-    """All clips as 16 kHz mono float32 arrays, kept in memory (60 min of audio is about 230 MB)."""
-    bar = tqdm(total=len(clips), desc="loading audio", unit="clip", disable=not progress)
-
-    def one(clip: Clip) -> np.ndarray:
-        a = load_audio(audio_path(clip, manifest))
-        bar.update(1)
-        return a
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        audios = list(pool.map(one, clips))
-    bar.close()
-    return audios
 
 
 @dataclass

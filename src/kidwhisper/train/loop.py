@@ -52,7 +52,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kidwhisper.config import ConfigError, package_versions, save_config
-from kidwhisper.data.manifest import atomic_write_text, manifest_hash, read_manifest, resolve_manifest_path
+from kidwhisper.data.manifest import (
+    atomic_write_text,
+    load_clip_audios,
+    manifest_hash,
+    read_manifest,
+    resolve_manifest_path,
+)
 from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.models.load import load_model, resolve_device
 from kidwhisper.train import batching
@@ -219,7 +225,7 @@ class Trainer:
         clips = read_manifest(train_manifest)
         if not clips:
             raise ConfigError(f"--train {c.train}: the manifest has no clips")
-        audios = batching.load_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
+        audios = load_clip_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed)
         for reason, idx in skipped.items():
@@ -242,7 +248,7 @@ class Trainer:
         self.n_dev = len(dev)
         if self.acc.is_main_process:
             self.dev_refs = [cl.text for cl in dev]
-            self.dev_audios = batching.load_audios(dev, dev_manifest, c.progress)
+            self.dev_audios = load_clip_audios(dev, dev_manifest, c.progress)
         self.hashes = {"train_manifest_sha256": manifest_hash(train_manifest),
                        "dev_manifest_sha256": manifest_hash(dev_manifest)}
 
