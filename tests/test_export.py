@@ -10,7 +10,13 @@ import torch
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
 from kidwhisper.decode import features, transcribe_arrays
-from kidwhisper.export import INFO_FILE, ExportError, export
+from kidwhisper.export import (
+    INFO_FILE,
+    ExportError,
+    PaddedAudioFeatureExtractor,
+    export,
+    faster_whisper_model,
+)
 from kidwhisper.metrics import corpus_wer
 from kidwhisper.models.load import load_model
 from kidwhisper.text import normalize
@@ -43,13 +49,11 @@ def make_adapter(model: str, out: Path, scale: float = 0.02, seed: int = 0):
 
 
 def fw_texts(model_dir: Path, audios, pad: bool = False) -> list[str]:
-    """faster-whisper texts; ``pad`` zero-pads the audio to 30 s first, as decode.py's front end does."""
-    import numpy as np
+    """faster-whisper texts; ``pad``: loaded with kidwhisper's front end (export.faster_whisper_model)."""
     from faster_whisper import WhisperModel
 
-    fw = WhisperModel(str(model_dir), device="cpu", compute_type="float32", cpu_threads=2)
-    if pad:
-        audios = [np.pad(a, (0, max(0, N_SAMPLES - len(a)))) for a in audios]
+    load = faster_whisper_model if pad else WhisperModel
+    fw = load(str(model_dir), device="cpu", compute_type="float32", cpu_threads=2)
     return [" ".join(s.text.strip() for s in fw.transcribe(a, **FW_OPTIONS)[0]) for a in audios]
 
 
@@ -169,8 +173,9 @@ def test_ct2_export_matches_pytorch_wer(tiny_adapter, tmp_path):
 
 
 def _check_parity(ct2_dir: Path, audios, refs, torch_texts) -> None:
-    """Same front end (audio zero-padded to 30 s): same WER. faster-whisper's own front end (log-mel padded
-    with zeros instead of the audio, as openai-whisper's transcribe does) is reported, not asserted."""
+    """With kidwhisper's front end (export.faster_whisper_model: audio zero-padded to 30 s): same WER.
+    faster-whisper's own front end (log-mel padded with zeros instead of the audio, as openai-whisper's
+    transcribe does) is reported, not asserted."""
     refs = [normalize(r) for r in refs]
 
     def wer(hyps):
@@ -178,7 +183,7 @@ def _check_parity(ct2_dir: Path, audios, refs, torch_texts) -> None:
 
     padded, native = fw_texts(ct2_dir, audios, pad=True), fw_texts(ct2_dir, audios)
     print(f"\nnormalized WER on {len(refs)} kids clips: PyTorch {100 * wer(torch_texts):.2f} %, "
-          f"ct2 (audio padded to 30 s) {100 * wer(padded):.2f} %, ct2 (faster-whisper front end) "
+          f"ct2 (faster_whisper_model: audio padded to 30 s) {100 * wer(padded):.2f} %, ct2 (faster-whisper front end) "
           f"{100 * wer(native):.2f} %; identical texts "
           f"{sum(a == b for a, b in zip(padded, torch_texts, strict=True))}/{len(refs)}")
     assert abs(wer(padded) - wer(torch_texts)) <= 0.005
@@ -200,3 +205,25 @@ def test_ct2_export_of_the_committed_adapter_matches_pytorch_on_50_clips(tmp_pat
     del net
     out = export("whisper-base", str(adapter), "ct2", tmp_path / "ct2")
     _check_parity(out, audios, list(texts.values()), torch_texts)
+
+
+def test_padded_feature_extractor_gives_the_training_front_end(kids_test_clips):
+    """faster-whisper's mel on audio padded to 30 s equals transformers' (kidwhisper's) front end; its own
+    front end (mel padded with zeros) does not."""
+    import numpy as np
+    from faster_whisper.feature_extractor import FeatureExtractor
+    from transformers import WhisperFeatureExtractor
+
+    from kidwhisper.models.builtin import builtin_path
+
+    audio = load_audio(kids_test_clips[0][1])
+    hf = WhisperFeatureExtractor.from_pretrained(builtin_path("whisper-tiny.en"))(
+        audio, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+    fw = FeatureExtractor()
+    padded = PaddedAudioFeatureExtractor(fw)(audio)[:, :3000]
+    native = np.pad(fw(audio), ((0, 0), (0, 3000)))[:, :3000]  # what faster-whisper's pad_or_trim does
+    assert np.abs(padded - hf).max() < 1e-3
+    assert np.abs(native - hf).max() > 0.1
+    assert PaddedAudioFeatureExtractor(fw).sampling_rate == fw.sampling_rate  # the rest is delegated
+    long = np.zeros(N_SAMPLES + SAMPLE_RATE, np.float32)  # 31 s -> two whole windows
+    assert PaddedAudioFeatureExtractor(fw)(long).shape[-1] // 3000 == 2

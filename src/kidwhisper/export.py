@@ -16,9 +16,10 @@
     Fed the same log-mel input (audio zero-padded to 30 s, as :mod:`kidwhisper.decode` does), the float32
     export decodes exactly like the PyTorch model (whisper-base + LoRA: 100/100 identical greedy
     transcripts on kids-test). faster-whisper's own front end instead pads the *log-mel* of a short clip
-    with zeros (as openai-whisper's ``transcribe`` does), which changes the text of ~40 % of short clips:
-    whisper-base's WER on 50 kids-test clips was 49.5 % (kidwhisper) vs 48.9 % (faster-whisper as is).
-    Pad clips to 30 s before ``WhisperModel.transcribe`` to reproduce ``kidwhisper evaluate`` exactly.
+    with zeros (as openai-whisper's ``transcribe`` does), which changes the text of ~40 % of short clips,
+    and a tuned model more than a stock one (it only ever saw padded audio). :func:`faster_whisper_model`
+    loads an export into faster-whisper with kidwhisper's front end (audio zero-padded to whole 30 s
+    windows), so ``transcribe`` reproduces ``kidwhisper evaluate``; ``tests/test_export.py`` checks it.
     A quantized export (``int8`` ...) is for faster-whisper; to evaluate with kidwhisper use the merged
     export or a float32 ct2 export as ``--model``.
 
@@ -179,6 +180,39 @@ def _copy_builtin_ct2(model: str, out: Path) -> dict:
     return {"copied_from": str(src), "multilingual": multilingual,
             "generation": {"language": "passed per call (faster-whisper transcribe(language=...))",
                            "task": "transcribe", "timestamps": False}}
+
+
+class PaddedAudioFeatureExtractor:
+    """faster-whisper's ``FeatureExtractor`` fed audio zero-padded to a whole number of 30 s windows, so
+    each window's log-mel is computed on real silence, as in training and ``kidwhisper evaluate``
+    (faster-whisper pads the log-mel with zeros instead). Everything else is delegated unchanged."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def __call__(self, waveform, *args, **kwargs):
+        import numpy as np
+
+        from kidwhisper.audio import N_SAMPLES
+
+        short = -len(waveform) % N_SAMPLES
+        if short:
+            waveform = np.pad(waveform, (0, short))
+        return self.inner(waveform, *args, **kwargs)
+
+
+def faster_whisper_model(path: str | Path, **kwargs):
+    """``faster_whisper.WhisperModel(path, **kwargs)`` with kidwhisper's front end (see the module
+    docstring): transcripts then match ``kidwhisper evaluate`` on the same model. Pass
+    ``language="en"`` to ``transcribe`` (CTranslate2 models carry no default language)."""
+    from faster_whisper import WhisperModel
+
+    fw = WhisperModel(str(path), **kwargs)
+    fw.feature_extractor = PaddedAudioFeatureExtractor(fw.feature_extractor)
+    return fw
 
 
 def _adapter_meta(adapter: str | None) -> dict | None:
