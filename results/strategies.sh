@@ -9,7 +9,7 @@ for s in "$@"; do
   mkdir -p "results/tuned/whisper-base-$s"
   cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "results/tuned/whisper-base-$s/"
   if [ -d "$RUN/adapter" ]; then args=(--model whisper-base --adapter "$RUN/adapter"); else args=(--model "$RUN/model"); fi
-  for set in kids-test adults-test; do
+  for set in kids-test adults-test kids-dev; do
     [ -f "results/tuned/whisper-base-$s/$set/summary.json" ] || \
       kidwhisper evaluate "${args[@]}" --data "data/$set" --out "results/tuned/whisper-base-$s/$set" -q
   done

@@ -255,6 +255,28 @@ def test_eval_of_run_outside_inputs_and_label_clash(results, tmp_path):
     assert "incomplete (no summary.json)" in md
 
 
+def test_run_copied_into_results_is_not_counted_twice(results, tmp_path):
+    """results/strategies.sh copies a run's log/summary/config into results/ and evaluates the weights still
+    in runs/: with runs/ present, the copy and the original are one run (one row, one learning curve)."""
+    import shutil
+
+    original = tmp_path / "runs/kids-decoder"
+    (original / "model").mkdir(parents=True)
+    (original / "model" / "config.json").write_text("{}")
+    (original / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "decoder",
+                                                                "out": str(original)}))
+    (original / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "dev_wer": 0.4}) + "\n")
+    (original / "summary.json").write_text(json.dumps({"strategy": "decoder", "out": str(original)}))
+    copy = tmp_path / "tuned/whisper-base-decoder"
+    copy.mkdir(parents=True)
+    for f in ("train_config.yaml", "log.jsonl", "summary.json"):
+        shutil.copy(original / f, copy / f)
+    write_eval(copy / "kids-test", model=str(original / "model"), wer=0.32)
+    result = compare([results, tmp_path / "tuned"], tmp_path / "out")
+    assert [c for c in result["configurations"] if "decoder" in c] == ["whisper-base + decoder"]
+    assert "[kids-decoder]" not in (tmp_path / "out/report.md").read_text()  # no second, clashing run
+
+
 def test_relative_adapter_path_and_dev_baseline_line(results, tmp_path, monkeypatch):
     """An adapter path relative to another working directory still finds its run; the baseline's kids-dev
     WER becomes the reference line of the dev-WER panel."""

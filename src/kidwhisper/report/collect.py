@@ -166,6 +166,12 @@ def set_name(eval_dir: Path, summary: dict, known: list[str]) -> str:
     return _match_set([eval_dir.name, *data], known) or eval_dir.name
 
 
+def _recorded_out(run: Run) -> Path | None:
+    """The directory a run was trained into (``out`` of its config), resolved; None if not recorded."""
+    out = run.config.get("out") or run.summary.get("out")
+    return Path(str(out)).resolve() if out else None
+
+
 def _find_run(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Run | None:
     """The run whose adapter/model was evaluated (``RUN/adapter``, ``RUN/model``), or that holds ``eval_dir``."""
     for key in ("adapter", "model"):
@@ -174,6 +180,9 @@ def _find_run(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Run | Non
             continue
         if weights.exists():
             run_dir = weights.resolve().parent
+            copy = [r for r in runs.values() if _recorded_out(r) == run_dir]
+            if copy:  # the run's files were copied into the inputs (results/...): that copy is the run
+                return copy[0]
             if run_dir not in runs and (run_dir / "train_config.yaml").exists() and (run_dir / "log.jsonl").exists():
                 runs[run_dir] = load_run(run_dir)  # a run outside the inputs
             if run_dir in runs:

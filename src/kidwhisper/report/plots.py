@@ -139,8 +139,8 @@ def plot_learning_curves(runs: list[Run], path: Path, dpi: int,
     ax2.set_title("Dev WER during training (star: best, the weights kept)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="best")  # "best" also avoids the baseline line
+        if ax.get_legend_handles_labels()[0]:  # below the panel: inside, it hides curves and points
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     fig.tight_layout()
     return _save(fig, path, dpi)
 
