@@ -88,6 +88,8 @@ def test_lora_run_writes_the_run_dir(make_config):
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["step"] for r in rows if "dev_wer" in r] == [2, 4]  # once per epoch by default
+    assert [r["step"] for r in rows if "dev_truncated" in r] == [2, 4]  # runaway decodes, with each dev WER
+    assert all(0 <= r["dev_truncated"] <= 3 for r in rows if "dev_wer" in r)
     assert all({"step", "epoch", "loss", "lr", "elapsed_s"} <= set(r) for r in rows)
     assert (out / "learning_curve.png").stat().st_size > 10_000
 
@@ -184,7 +186,7 @@ def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, m
     scripted = iter([0.9, 0.4, 0.6, 0.7, 0.1, 0.1])
     seen = {}
 
-    def fake_dev(model, processor, audios, refs, config):
+    def fake_dev(model, processor, audios, refs, config, stats=None):
         seen[len(seen) + 1] = {k.replace(".default", ""): v.clone() for k, v in trainable_state_dict(model).items()}
         return next(scripted)
 
