@@ -4,7 +4,8 @@ Compares, on the first N clips of a manifest (default: 100 kids-test clips), wit
 greedy, no timestamps:
   - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), and ``--backend ct2`` in float32 and
     int8 (the same batched decoding and front end on CTranslate2);
-  - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe;
+  - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe
+    (greedy: ``num_beams=1``; the pipeline's own default is 5 beams);
   - faster-whisper float32 and int8 (``WhisperModel.transcribe`` per clip, beam 1, no VAD, no previous text).
 Every system's transcripts are scored the same way (``kidwhisper.metrics.score_utterance``, Whisper-normalized).
 
@@ -57,7 +58,10 @@ def bench_hf_pipeline(model: str, audios) -> dict:
 
     asr = pipeline("automatic-speech-recognition", model=str(builtin_path(model)), device="cpu")
     t = time.perf_counter()
-    hyps = [asr(a.copy(), generate_kwargs={"language": "en", "task": "transcribe"})["text"] for a in audios]
+    # num_beams=1: transformers 5's ASR pipeline defaults to beam search (5 beams, as openai-whisper's
+    # transcribe); every other row here is greedy, so the pipeline is too.
+    kw = {"language": "en", "task": "transcribe", "num_beams": 1}
+    hyps = [asr(a.copy(), generate_kwargs=kw)["text"] for a in audios]
     return {"system": "transformers ASR pipeline (one clip at a time)", "decode_seconds": round(time.perf_counter() - t, 2),
             "hyps": hyps}
 

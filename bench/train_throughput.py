@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -70,7 +72,8 @@ def run_hf_recipe(model: str, train_manifest: str, out: Path, epochs: int, batch
     net = get_peft_model(net, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05,
                                          target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
     args = Seq2SeqTrainingArguments(output_dir=str(out / "hf-trainer"), per_device_train_batch_size=batch_size,
-                                    learning_rate=LR, num_train_epochs=epochs, warmup_ratio=0.1,
+                                    learning_rate=LR, num_train_epochs=epochs,
+                                    warmup_steps=round(0.1 * epochs * math.ceil(len(data) / batch_size)),
                                     lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
                                     report_to=[], remove_unused_columns=False, label_names=["labels"],
                                     use_cpu=not torch.cuda.is_available(), seed=0)
@@ -102,7 +105,8 @@ def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path
 
 def child(args) -> None:
     out = Path(args.out_dir) / args.system
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out, ignore_errors=True)  # a fresh run every time (an earlier run would be refused)
+    out.mkdir(parents=True)
     if args.system == "hf-recipe":
         r = run_hf_recipe(args.model, args.train, out, args.epochs, args.batch_size, args.n_train)
     else:
