@@ -38,20 +38,25 @@ def eval_table(r: dict) -> str:
 def train_table(r: dict) -> str:
     lines = [
         f"Training: `{r['command']}` (`bench/results/train_throughput.json`): LoRA r=16 on {r['model']}, the same "
-        f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then both adapters "
+        f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then every adapter "
         f"scored on the same {r['n_dev_clips']} kids-dev clips. The plain recipe steps on "
         f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
-        f"packed window(s) per step, so both make about the same number of updates.",
+        f"packed window(s) per step. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
+        f"share of clips whose first word is wrong.",
         "",
-        "| system | clips/s | steps | train s | peak RSS MB | dev WER % (95 % CI) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| system | options | windows/epoch | clips/s | speed-up | steps | peak RSS MB | dev WER % (95 % CI) "
+        "| guarded % | hallucinations | 1st word % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["results"]:
         lo, hi = row["dev_wer_ci"]
-        lines.append(f"| {row['system']} | {row['clips_per_second']:.2f} | {row['steps']} | "
-                     f"{row['train_seconds']:.0f} | {row['peak_rss_mb']:.0f} | "
-                     f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) |")
-    lines += ["", f"Speed-up: **{r['speedup_clips_per_s']:.1f}x** clips/s."]
+        options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "-"
+        windows = row.get("windows_per_epoch", r["n_train_clips"] if row["system"] == "hf-recipe" else "")
+        lines.append(f"| {row['system']} | {options} | {windows} | {row['clips_per_second']:.2f} | "
+                     f"{row.get('speedup_vs_hf_recipe', 1.0):.1f}x | {row['steps']} | {row['peak_rss_mb']:.0f} | "
+                     f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | "
+                     f"{100 * row['dev_wer_guarded']:.1f} | {row['dev_hallucinations']} | "
+                     f"{100 * row['dev_first_word_error']:.1f} |")
     return "\n".join(lines)
 
 

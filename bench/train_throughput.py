@@ -6,12 +6,17 @@ same clips, for the same number of epochs, with the same learning rate and sched
 - **hf-recipe**: one clip per 30 s window, ``Seq2SeqTrainer`` defaults, features computed up front, the
   ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
 - **kidwhisper**: ``kidwhisper.train`` (clips packed into <= 30 s windows, ~8 clips each), one window per
-  step, so both systems make about the same number of optimizer steps on about the same clips per step.
+  step, so both systems make about the same number of optimizer steps on about the same clips per step;
+- further kidwhisper variants given with ``--variant NAME:key=value,...`` (``TrainConfig`` fields, e.g.
+  ``kidwhisper-20s:pack_seconds=20`` packs into 20 s windows, leaving 10 s of silence in each).
 
-Each system runs in its own subprocess (so its peak memory is its own); then both adapters are scored on
-the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS and dev WER.
+Each system runs in its own subprocess (so its peak memory is its own); then every adapter is scored on
+the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS, dev WER as decoded and
+guarded (runaway hypotheses cut to a duration budget, see ``kidwhisper.evaluate``), hallucination flags,
+and the error rate of each clip's first reference word (packing trains the start of a transcript only
+once per window, so that is where it differs first).
 
-    python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240 --n-dev 100
+    python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240
 """
 
 from __future__ import annotations
@@ -88,7 +93,7 @@ def run_hf_recipe(model: str, train_manifest: str, out: Path, epochs: int, batch
 
 
 def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path, epochs: int,
-                   batch_size: int, n: int) -> dict:
+                   batch_size: int, n: int, options: dict) -> dict:
     from kidwhisper.data.manifest import audio_path, read_manifest, write_manifest
     from kidwhisper.train import TrainConfig, train
 
@@ -96,11 +101,47 @@ def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path
     for c in clips:
         c.audio = str(audio_path(c, train_manifest))
     sub = write_manifest(clips, out / "train-subset" / "manifest.jsonl")
-    s = train(TrainConfig(model=model, train=str(sub), dev=dev_manifest, out=str(out / "run"), strategy="lora",
-                          epochs=epochs, batch_size=batch_size, lr=LR, patience=None, eval_every=10**6, dev_max_clips=8,
-                          progress=False))
+    kw = dict(model=model, train=str(sub), dev=dev_manifest, out=str(out / "run"), strategy="lora", epochs=epochs,
+              batch_size=batch_size, lr=LR, patience=None, eval_every=10**6, dev_max_clips=8, progress=False)
+    s = train(TrainConfig(**{**kw, **options}))
     return {"train_seconds": s["train_seconds"], "clips": s.get("clips_seen", len(clips) * epochs),
-            "steps": s.get("steps"), "clips_per_window": s.get("clips_per_window")}
+            "steps": s.get("steps"), "windows_per_epoch": s["n_windows"], "clips_per_window": s.get("clips_per_window"),
+            "options": options}
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME`` or ``NAME:key=value,key=value`` (values parsed as YAML scalars) -> (name, options)."""
+    import yaml
+
+    name, _, rest = text.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: expected key=value, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    if not name or name == "hf-recipe":
+        raise SystemExit(f"--variant {text!r}: give the variant a name other than hf-recipe")
+    return name, options
+
+
+def first_word_error(utterances: Path) -> float:
+    """Share of clips whose first reference word is not matched in the alignment (normalized text)."""
+    import jiwer
+
+    missed = n = 0
+    for line in utterances.read_text().splitlines():
+        u = json.loads(line)
+        ref, hyp = u["ref_norm"]["whisper"], u["hyp_norm"]["whisper"]
+        if not ref.split():
+            continue
+        n += 1
+        if not hyp.split():
+            missed += 1
+            continue
+        chunks = jiwer.process_words(ref, hyp).alignments[0]
+        missed += not any(c.type == "equal" and c.ref_start_idx == 0 for c in chunks)
+    return missed / max(n, 1)
 
 
 def child(args) -> None:
@@ -110,7 +151,8 @@ def child(args) -> None:
     if args.system == "hf-recipe":
         r = run_hf_recipe(args.model, args.train, out, args.epochs, args.batch_size, args.n_train)
     else:
-        r = run_kidwhisper(args.model, args.train, args.dev, out, args.epochs, args.windows_per_step, args.n_train)
+        r = run_kidwhisper(args.model, args.train, args.dev, out, args.epochs, args.windows_per_step, args.n_train,
+                           json.loads(args.options))
     r["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     (out / "result.json").write_text(json.dumps(r, indent=2))
 
@@ -121,13 +163,16 @@ def main() -> None:
     p.add_argument("--train", default="data/kids-train")
     p.add_argument("--dev", default="data/kids-dev")
     p.add_argument("--n-train", type=int, default=240)
-    p.add_argument("--n-dev", type=int, default=100)
+    p.add_argument("--n-dev", type=int, default=None, help="first N dev clips (default: all)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=8, help="hf-recipe: clips per step")
     p.add_argument("--windows-per-step", type=int, default=1, help="kidwhisper: packed windows per step")
     p.add_argument("--out-dir", default="runs/bench-train")
     p.add_argument("--out", default="bench/results/train_throughput.json")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
+                   help="also train this kidwhisper variant (TrainConfig options); repeatable")
     p.add_argument("--system", help=argparse.SUPPRESS)
+    p.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.system:
@@ -135,28 +180,37 @@ def main() -> None:
     from kidwhisper.config import package_versions
     from kidwhisper.evaluate import EvalConfig, evaluate
 
+    systems = [("kidwhisper", {})] + [parse_variant(v) for v in args.variant] + [("hf-recipe", {})]
     rows = []
-    for system in ("kidwhisper", "hf-recipe"):
-        cmd = [sys.executable, __file__, "--system", system] + [a for a in sys.argv[1:]]
+    for system, options in systems:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--system", system, "--options", json.dumps(options)]
         subprocess.run(cmd, check=True)
         r = json.loads((Path(args.out_dir) / system / "result.json").read_text())
         adapter = Path(args.out_dir) / system / ("adapter" if system == "hf-recipe" else "run/adapter")
+        ev = Path(args.out_dir) / system / "dev-eval"
         s = evaluate(EvalConfig(model=args.model, adapter=str(adapter), data=args.dev, limit=args.n_dev,
-                                out=str(Path(args.out_dir) / system / "dev-eval"), progress=False))
+                                out=str(ev), progress=False))
         r.update(system=system, clips_per_second=round(r["clips"] / r["train_seconds"], 3),
-                 dev_wer=s["wer"]["whisper"]["wer"], dev_wer_ci=[s["wer"]["whisper"]["ci_low"], s["wer"]["whisper"]["ci_high"]])
+                 dev_wer=s["wer"]["whisper"]["wer"], dev_wer_ci=[s["wer"]["whisper"]["ci_low"], s["wer"]["whisper"]["ci_high"]],
+                 dev_wer_guarded=s["guarded"]["wer"]["whisper"]["wer"], dev_hallucinations=s["flags"]["hallucination"],
+                 dev_first_word_error=round(first_word_error(ev / "utterances.jsonl"), 4), n_dev_clips=s["n_utts"])
         rows.append(r)
-    speedup = rows[0]["clips_per_second"] / rows[1]["clips_per_second"]
+    hf = rows[-1]
+    for r in rows[:-1]:
+        r["speedup_vs_hf_recipe"] = round(r["clips_per_second"] / hf["clips_per_second"], 2)
+    speedup = rows[0]["speedup_vs_hf_recipe"]
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
-              "n_dev_clips": args.n_dev, "hf_batch_size": args.batch_size,
-              "kidwhisper_windows_per_step": args.windows_per_step, "lr": LR, "speedup_clips_per_s": round(speedup, 2),
-              "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
+              "n_dev_clips": hf["n_dev_clips"], "hf_batch_size": args.batch_size,
+              "kidwhisper_windows_per_step": args.windows_per_step, "lr": LR, "speedup_clips_per_s": speedup,
+              "versions": package_versions(), "command": " ".join(["python", *sys.argv]), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'system':<12}{'clips/s':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}")
+    print(f"{'system':<18}{'clips/s':>9}{'speed-up':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}"
+          f"{'guarded %':>11}{'halluc.':>9}{'1st word %':>12}")
     for r in rows:
-        print(f"{r['system']:<12}{r['clips_per_second']:>9.3f}{r['steps']:>7}{r['peak_rss_mb']:>13.0f}{100 * r['dev_wer']:>11.1f}")
-    print(f"speed-up: {speedup:.1f}x clips/s")
+        print(f"{r['system']:<18}{r['clips_per_second']:>9.3f}{r.get('speedup_vs_hf_recipe', 1):>9.1f}{r['steps']:>7}"
+              f"{r['peak_rss_mb']:>13.0f}{100 * r['dev_wer']:>11.1f}{100 * r['dev_wer_guarded']:>11.1f}"
+              f"{r['dev_hallucinations']:>9}{100 * r['dev_first_word_error']:>12.1f}")
 
 
 if __name__ == "__main__":

@@ -181,3 +181,21 @@ def test_rank_batches_shard_evenly(n, batch_size, world):
     assert set(seen) == set(order) and len(seen) - n < world  # all windows, at most world-1 repeats
     if world == 1:
         assert [i for batch in per_rank[0] for i in batch] == order
+
+
+def test_build_windows_single_fraction_gives_some_clips_their_own_window(processor):
+    seconds = [3.0, 4.5, 2.0, 6.0, 10.0, 8.0, 2.5, 3.5, 1.0, 2.0]
+    texts = [f"CLIP {k}" for k in range(len(seconds))]
+    audios = _tones(seconds)
+    packed, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3)
+    mixed, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
+    assert all(len(w.clips) > 1 for w in packed[:-1])  # plain packing leaves at most the last window alone
+    # 3 of 10 clips alone, listed first, the other 7 packed; every clip exactly once
+    assert [len(w.clips) for w in mixed[:3]] == [1, 1, 1] and all(len(w.clips) > 1 for w in mixed[3:-1])
+    assert sorted(i for w in mixed for i in w.clips) == list(range(10))
+    again, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
+    assert [w.clips for w in again] == [w.clips for w in mixed]  # seeded
+    alone, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, single_fraction=1.0)
+    assert sorted(w.clips for w in alone) == [[k] for k in range(10)]
+    for w in mixed[:3]:
+        assert processor.tokenizer.decode(w.labels, skip_special_tokens=True) == target_text(texts[w.clips[0]])

@@ -49,6 +49,8 @@ def test_config_validation_names_the_flags():
         TrainConfig(**base, batch_size=0)
     with pytest.raises(ConfigError, match="`--pack-seconds`"):
         TrainConfig(**base, pack_seconds=31)
+    with pytest.raises(ConfigError, match="`--pack-single`"):
+        TrainConfig(**base, pack_single=1.5)
     with pytest.raises(ConfigError, match="`--device`"):
         TrainConfig(**base, device="tpu")
     assert TrainConfig(**base).lr == 1e-3 and TrainConfig(**base, strategy="lora-decoder").lr == 1e-3

@@ -8,6 +8,13 @@ transcripts joined by a space. Within a window the clips keep manifest order. Wi
 run (from the seed) and stay fixed across epochs (only their order is reshuffled each epoch), which is
 what lets frozen-encoder strategies reuse cached encoder outputs every epoch.
 
+**Single-clip windows.** Decoding (dev, test, users) sees one clip at the start of the window, then
+silence, and a transcript that starts right after the prompt. A packed window shows that situation once
+for ~8 clips, so a packed run learns to start a transcript from one example per window and has more
+first-word errors than an unpacked one (``bench/train_throughput.py`` measures it). ``single_fraction``
+(``--pack-single``) gives a seeded fraction of the clips a window of their own, each at the cost of a full
+30 s encoder pass; a smaller ``max_seconds`` (``--pack-seconds``) makes more windows, each ending in silence.
+
 **Labels.** ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|> text <|endoftext|>`` for
 multilingual models, ``<|startoftranscript|><|notimestamps|> text <|endoftext|>`` for English-only ones,
 from the tokenizer's own prefix (:func:`label_ids`); at most :data:`MAX_LABEL_TOKENS` tokens per window.
@@ -123,9 +130,13 @@ class Window:
 
 
 def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multilingual: bool, language: str = "en",
-                  pack: bool = True, max_seconds: float = 30.0, gap: float = 0.2,
-                  seed: int = 0) -> tuple[list[Window], dict[str, list[int]]]:
-    """Windows for training and the clip indices skipped by reason (never dropped silently)."""
+                  pack: bool = True, max_seconds: float = 30.0, gap: float = 0.2, seed: int = 0,
+                  single_fraction: float = 0.0) -> tuple[list[Window], dict[str, list[int]]]:
+    """Windows for training and the clip indices skipped by reason (never dropped silently).
+
+    With ``pack``, a seeded ``single_fraction`` of the kept clips get a window of their own (listed
+    first) and the rest are packed; without it every clip is alone anyway.
+    """
     prefix = len(label_ids(tokenizer, "", multilingual, language)) - 1
     budget = MAX_LABEL_TOKENS - prefix - 1 - LABEL_TOKEN_MARGIN
     targets = [target_text(t) for t in texts]
@@ -145,8 +156,12 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
         else:
             kept.append(i)
     if pack:
-        groups = [[kept[j] for j in g] for g in pack_clips([durations[i] for i in kept], max_seconds, gap, seed,
-                                                           [counts[i] for i in kept], budget)]
+        n_single = int(round(single_fraction * len(kept)))
+        chosen = set(np.random.default_rng([seed, 1]).permutation(len(kept))[:n_single].tolist())
+        singles = [kept[j] for j in sorted(chosen)]
+        rest = [i for j, i in enumerate(kept) if j not in chosen]
+        groups = [[i] for i in singles] + [[rest[j] for j in g] for g in pack_clips(
+            [durations[i] for i in rest], max_seconds, gap, seed, [counts[i] for i in rest], budget)]
     else:
         groups = [[i] for i in kept]
     windows = []

@@ -23,7 +23,11 @@ the Hugging Face Whisper fine-tuning default), or the model forgets what it knew
 
 Batching: ``batch_size`` is Whisper input windows per process per forward pass; one optimizer step sees
 ``batch_size * grad_accum * processes`` windows. With ``pack`` (default) a window is up to ``pack_seconds``
-of clips joined with ``pack_gap`` seconds of silence; without it, a window is one clip.
+of clips joined with ``pack_gap`` seconds of silence, and a ``pack_single`` fraction of the clips get a
+window of their own; without it, a window is one clip. Packing trains a transcript's start (a clip's
+first word, decoded right after the prompt) once per window, so its first-word errors are the price of
+its speed; a smaller ``pack_seconds`` (more windows, each ending in silence) or ``pack_single`` buys
+some back (``bench/train_throughput.py`` measures the trade).
 
 Schedule: linear warmup then cosine decay to 0 over ``max_steps`` (or ``epochs`` x steps per epoch when
 ``max_steps`` is not given; ``max_steps`` wins over ``epochs``). Warmup defaults to 10 % of the steps.
@@ -119,6 +123,7 @@ class TrainConfig:
     pack: bool = True
     pack_seconds: float = MAX_WINDOW_SECONDS
     pack_gap: float = 0.2  # seconds of silence between packed clips
+    pack_single: float = 0.0  # fraction of clips given a window of their own when packing
     eval_every: int | None = None
     save_every: int | None = None  # steps between checkpoints; None = at every evaluation
     eval_batch_size: int = 16
@@ -167,6 +172,8 @@ class TrainConfig:
                               f"got {self.pack_seconds}")
         if not 0 <= self.pack_gap <= 2:
             raise ConfigError(f"`--pack-gap` must be in [0, 2] seconds; got {self.pack_gap}")
+        if not 0 <= self.pack_single <= 1:
+            raise ConfigError(f"`--pack-single` must be in [0, 1] (a fraction of the clips); got {self.pack_single}")
         for name in ("mask_time_prob", "mask_feature_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"`--{name.replace('_', '-')}` must be in [0, 1]; got {getattr(self, name)}")

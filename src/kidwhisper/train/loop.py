@@ -236,7 +236,8 @@ class Trainer:
             raise ConfigError(f"--train {c.train}: the manifest has no clips")
         audios = load_clip_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
-                                              c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed)
+                                              c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed,
+                                              c.pack_single)
         for reason, idx in skipped.items():
             self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason,
                              [clips[i].id for i in idx[:5]])
