@@ -2,7 +2,8 @@
 
 Pairs every evaluation of the run directory with the committed one it should reproduce (baselines
 under results/baseline/, the tuned model under results/tuned/whisper-base-lora/), compares WER and the
-per-clip transcripts, and the training run's dev-WER curve with the committed log. Writes a JSON record
+per-clip transcripts, the training run's dev-WER curve with the committed log, and the adapter's
+weights with the committed adapter (models/whisper-base-kids-lora). Writes a JSON record
 (default results/reproduction.json) and prints a table.
 
     python results/check_reproduction.py runs/reference [--out results/reproduction.json]
@@ -11,6 +12,7 @@ per-clip transcripts, and the training run's dev-WER curve with the committed lo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -39,6 +41,10 @@ def compare_eval(run_dir: Path, committed_dir: Path) -> dict:
             "same_clips": sorted(a) == sorted(b), "same_transcripts": sum(a[k] == b.get(k) for k in a)}
 
 
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def dev_curve(log: Path) -> list[tuple[int, float]]:
     rows = (json.loads(line) for line in log.read_text().splitlines())
     return [(r["step"], r["dev_wer"]) for r in rows if "dev_wer" in r]
@@ -61,6 +67,9 @@ def main() -> None:
                 "dev_curve_run": dev_curve(run / "run/log.jsonl"),
                 "dev_curve_committed": dev_curve(ROOT / "tuned/whisper-base-lora/log.jsonl")}
     training["same_dev_curve"] = training["dev_curve_run"] == training["dev_curve_committed"]
+    weights = "adapter_model.safetensors"
+    training["adapter_sha256_run"] = sha256(run / "run/adapter" / weights)
+    training["adapter_sha256_committed"] = sha256(ROOT.parent / "models/whisper-base-kids-lora" / weights)
     out = {"command": "python results/check_reproduction.py " + " ".join(sys.argv[1:]), "evaluations": evals,
            "training": training}
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
@@ -70,7 +79,8 @@ def main() -> None:
               f"{100 * e['wer_committed']:>13.2f}{e['same_transcripts']:>7}/{e['n_clips']}")
     print(f"training: best dev WER {100 * ran['best_dev_wer']:.2f} % at step {ran['best_step']} "
           f"(committed {100 * ref['best_dev_wer']:.2f} % at step {ref['best_step']}); "
-          f"dev curve identical: {training['same_dev_curve']}")
+          f"dev curve identical: {training['same_dev_curve']}; adapter weights identical: "
+          f"{training['adapter_sha256_run'] == training['adapter_sha256_committed']}")
 
 
 if __name__ == "__main__":
