@@ -188,9 +188,9 @@ def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, m
     scripted = iter([0.9, 0.4, 0.6, 0.7, 0.1, 0.1])
     seen = {}
 
-    def fake_dev(model, processor, audios, refs, config, stats=None):
+    def fake_dev(model, processor, audios, refs, config):
         seen[len(seen) + 1] = {k.replace(".default", ""): v.clone() for k, v in trainable_state_dict(model).items()}
-        return next(scripted)
+        return next(scripted), 0
 
     monkeypatch.setattr(loop, "evaluate_dev", fake_dev)
     config = make_config(max_steps=10, eval_every=1, patience=2)

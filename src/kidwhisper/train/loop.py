@@ -86,23 +86,19 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
     return sum_counts(kept).wer, len(pairs) - len(kept)
 
 
-def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str], config: TrainConfig,
-                 stats: dict | None = None) -> float:
-    """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced).
-
-    ``stats`` (if given) receives ``dev_truncated``: clips whose decoding hit the token bound, i.e. runaway
-    repetitions, which alone can move dev WER by many points on a small dev set.
-    """
+def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
+                 config: TrainConfig) -> tuple[float, int]:
+    """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced) and the number of
+    clips whose decoding hit the token bound, i.e. runaway repetitions, which alone can move dev WER by
+    many points on a small dev set."""
     decoded = transcribe_arrays(model, processor, audios, config.language, config.eval_batch_size,
                                 progress=config.progress)
     wer, skipped = corpus_wer(refs, [d.text for d in decoded])
     if skipped:
         log.info("dev WER skips %d references that normalize to empty", skipped)
     truncated = sum(d.truncated for d in decoded)
-    if stats is not None:
-        stats["dev_truncated"] = truncated
     log.info("dev WER %.2f %% (%d of %d clips hit the token bound)", 100 * wer, truncated, len(decoded))
-    return wer
+    return wer, truncated
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -287,7 +283,6 @@ class Trainer:
         if c.frozen_encoder and c.spec_augment:
             self.log.info("--spec-augment changes the encoder input every step: encoder outputs are not cached")
         self.cache: dict[int, torch.Tensor] = {}
-        self.dev_stats: dict = {}  # extra numbers of the last dev evaluation, logged with its dev_wer
         self._load_data(self.processor.tokenizer, self.multilingual)
 
         self.world, self.rank = acc.num_processes, acc.process_index
@@ -403,23 +398,23 @@ class Trainer:
         mean = torch.tensor(total / n, device=self.acc.device)
         return float(self.acc.reduce(mean, reduction="mean").item()) if self.world > 1 else float(mean)
 
-    def _evaluate(self) -> float:
+    def _evaluate(self) -> tuple[float, int]:
+        """(dev WER, dev clips that hit the token bound), the same on every process."""
         t0 = time.perf_counter()
-        wer = None
+        wer = truncated = None
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             model.eval()
             with self.acc.autocast():
-                wer = evaluate_dev(model, self.processor, self.dev_audios, self.dev_refs, self.config,
-                                   stats=self.dev_stats)
+                wer, truncated = evaluate_dev(model, self.processor, self.dev_audios, self.dev_refs, self.config)
             model.train()
         self.acc.wait_for_everyone()
         if self.world > 1:
             from accelerate.utils import broadcast_object_list
 
-            wer = broadcast_object_list([wer])[0]
+            wer, truncated = broadcast_object_list([wer, truncated])
         self.state["eval_s"] += time.perf_counter() - t0
-        return float(wer)
+        return float(wer), int(truncated)
 
     def fit(self) -> dict:
         t_start = time.perf_counter()
@@ -460,8 +455,9 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.3f}")
                 if step % self.eval_every == 0 or step == self.total_steps:
-                    row["dev_wer"] = self._after_eval(step, self._evaluate())
-                    row.update(self.dev_stats)
+                    wer, truncated = self._evaluate()
+                    row["dev_wer"] = self._after_eval(step, wer)
+                    row["dev_truncated"] = truncated
                 if acc.is_main_process:
                     with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps(row) + "\n")
