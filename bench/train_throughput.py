@@ -144,6 +144,21 @@ def first_word_error(utterances: Path) -> float:
     return missed / max(n, 1)
 
 
+def paired_wer_difference(eval_a: Path, eval_b: Path) -> tuple[float, float, float]:
+    """Dev WER of evaluation ``a`` minus ``b`` on the same clips, with a paired speaker-bootstrap 95 % CI."""
+    from kidwhisper.metrics import ErrorCounts, paired_difference
+
+    def load(d: Path) -> dict[str, dict]:
+        return {u["id"]: u for u in map(json.loads, (d / "utterances.jsonl").read_text().splitlines())}
+
+    a, b = load(eval_a), load(eval_b)
+    if a.keys() != b.keys():
+        raise SystemExit(f"{eval_a} and {eval_b} scored different clips")
+    ids = sorted(a)
+    return paired_difference([ErrorCounts(**a[i]["words"]["whisper"]) for i in ids],
+                             [ErrorCounts(**b[i]["words"]["whisper"]) for i in ids], [a[i]["speaker"] for i in ids])
+
+
 def child(args) -> None:
     out = Path(args.out_dir) / args.system
     shutil.rmtree(out, ignore_errors=True)  # a fresh run every time (an earlier run would be refused)
@@ -198,6 +213,8 @@ def main() -> None:
     hf = rows[-1]
     for r in rows[:-1]:
         r["speedup_vs_hf_recipe"] = round(r["clips_per_second"] / hf["clips_per_second"], 2)
+        r["dev_wer_minus_hf_recipe"] = [round(v, 4) for v in paired_wer_difference(
+            Path(args.out_dir) / r["system"] / "dev-eval", Path(args.out_dir) / "hf-recipe" / "dev-eval")]
     speedup = rows[0]["speedup_vs_hf_recipe"]
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
               "n_dev_clips": hf["n_dev_clips"], "hf_batch_size": args.batch_size,
@@ -206,11 +223,13 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'system':<18}{'clips/s':>9}{'speed-up':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}"
-          f"{'guarded %':>11}{'halluc.':>9}{'1st word %':>12}")
+          f"{'guarded %':>11}{'halluc.':>9}{'1st word %':>12}  vs hf-recipe (paired 95 % CI)")
     for r in rows:
+        d = r.get("dev_wer_minus_hf_recipe")
+        vs = f"{100 * d[0]:+.1f} ({100 * d[1]:+.1f} to {100 * d[2]:+.1f})" if d else "-"
         print(f"{r['system']:<18}{r['clips_per_second']:>9.3f}{r.get('speedup_vs_hf_recipe', 1):>9.1f}{r['steps']:>7}"
               f"{r['peak_rss_mb']:>13.0f}{100 * r['dev_wer']:>11.1f}{100 * r['dev_wer_guarded']:>11.1f}"
-              f"{r['dev_hallucinations']:>9}{100 * r['dev_first_word_error']:>12.1f}")
+              f"{r['dev_hallucinations']:>9}{100 * r['dev_first_word_error']:>12.1f}  {vs}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and ``transcribe`` all call it, so they decode the same way. The front end is Hu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,22 @@ def features(processor, audios: list[np.ndarray], device: torch.device, dtype: t
     return feats.to(device=device, dtype=dtype)
 
 
+@contextlib.contextmanager
+def _quiet_generate():
+    """Silence generate()'s per-batch warnings about arguments we set on purpose (max_new_tokens next to
+    the saved max_length, no attention mask for fixed 30 s inputs, suppress_tokens next to a config)."""
+    loggers = [logging.getLogger(n) for n in ("transformers.generation.utils",
+                                              "transformers.models.whisper.generation_whisper")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 @torch.inference_mode()
 def decode_batch(model, processor, audios: list[np.ndarray], language: str | None = "en",
                  max_new_tokens: int | list[int] = MAX_NEW_TOKENS, num_beams: int = 1) -> list[Decoded]:
@@ -75,7 +92,8 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
         # Encode once: with language="auto", generate() would otherwise run the encoder twice
         # (once to detect the language, once to decode).
         encoder_outputs = model.get_encoder()(feats)
-        seqs = model.generate(encoder_outputs=encoder_outputs, **kwargs).sequences
+        with _quiet_generate():
+            seqs = model.generate(encoder_outputs=encoder_outputs, **kwargs).sequences
     finally:
         gen.language = saved_language
     tok = processor.tokenizer

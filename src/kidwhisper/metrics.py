@@ -141,6 +141,43 @@ def corpus_wer(pairs: Iterable[tuple[str, str]]) -> float | None:
     return sum_counts(word_errors(r, h) for r, h in pairs if not is_empty(r)).wer
 
 
+def _group_sums(per_utt: Sequence[Sequence[ErrorCounts]], groups: Sequence[Hashable] | None,
+                alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Errors [systems, groups] and reference words [groups], summed per group once (input checks here)."""
+    n = len(per_utt[0])
+    if not n:
+        raise ValueError("bootstrap needs at least one utterance")
+    if groups is None:
+        groups = range(n)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} entries for {n} utterances")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    index: dict[Hashable, int] = {}
+    codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.int64, count=n)
+    errors = np.stack([np.bincount(codes, weights=[c.errors for c in counts], minlength=len(index))
+                       for counts in per_utt])
+    refs = np.bincount(codes, weights=[c.ref_words for c in per_utt[0]], minlength=len(index))
+    if refs.sum() == 0:
+        raise ValueError("bootstrap: no reference words; skip utterances with empty references first")
+    return errors, refs
+
+
+def _resampled_rates(errors: np.ndarray, refs: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Corpus error rates [resamples, systems] over ``n_boot`` group resamples (the same draws for every
+    system); resamples that drew only zero-word groups are dropped."""
+    n_groups = len(refs)
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, 4_000_000 // n_groups)  # bound memory for large utterance bootstraps
+    rates = []
+    for start in range(0, n_boot, rows_per_chunk):
+        idx = rng.integers(0, n_groups, size=(min(rows_per_chunk, n_boot - start), n_groups))
+        e, r = errors[:, idx].sum(axis=2).T, refs[idx].sum(axis=1)[:, None]
+        rates.append(np.divide(e, r, out=np.full(e.shape, np.nan), where=r > 0))
+    all_rates = np.concatenate(rates)
+    return all_rates[~np.isnan(all_rates).any(axis=1)]
+
+
 def bootstrap_ci(
     per_utt_counts: Sequence[ErrorCounts],
     groups: Sequence[Hashable] | None = None,
@@ -155,33 +192,36 @@ def bootstrap_ci(
     utterance bootstrap. Errors and reference words are summed per group once, then the group index is
     resampled with numpy, so 1000 resamples over tens of speakers take milliseconds.
     """
-    if not per_utt_counts:
-        raise ValueError("bootstrap_ci needs at least one utterance")
-    if groups is None:
-        groups = range(len(per_utt_counts))
-    if len(groups) != len(per_utt_counts):
-        raise ValueError(f"groups has {len(groups)} entries for {len(per_utt_counts)} utterances")
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    index: dict[Hashable, int] = {}
-    codes = np.fromiter((index.setdefault(g, len(index)) for g in groups), dtype=np.int64, count=len(groups))
-    n_groups = len(index)
-    errors = np.bincount(codes, weights=[c.errors for c in per_utt_counts], minlength=n_groups)
-    refs = np.bincount(codes, weights=[c.ref_words for c in per_utt_counts], minlength=n_groups)
-    if refs.sum() == 0:
-        raise ValueError("bootstrap_ci: no reference words; skip utterances with empty references first")
-
-    rng = np.random.default_rng(seed)
-    rows_per_chunk = max(1, 4_000_000 // n_groups)  # bound memory for large utterance bootstraps
-    rates = []
-    for start in range(0, n_boot, rows_per_chunk):
-        idx = rng.integers(0, n_groups, size=(min(rows_per_chunk, n_boot - start), n_groups))
-        e, r = errors[idx].sum(axis=1), refs[idx].sum(axis=1)
-        rates.append(np.divide(e, r, out=np.full(len(r), np.nan), where=r > 0))
-    all_rates = np.concatenate(rates)
-    all_rates = all_rates[~np.isnan(all_rates)]  # resamples that drew only zero-word speakers
-    low, high = np.quantile(all_rates, [alpha / 2, 1 - alpha / 2])
+    errors, refs = _group_sums([per_utt_counts], groups, alpha)
+    low, high = np.quantile(_resampled_rates(errors, refs, n_boot, seed)[:, 0], [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def paired_difference(
+    a: Sequence[ErrorCounts],
+    b: Sequence[ErrorCounts],
+    groups: Sequence[Hashable] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> tuple[float, float, float]:
+    """Corpus error rate of ``a`` minus that of ``b`` on the same utterances, and its paired bootstrap CI.
+
+    ``a[i]`` and ``b[i]`` score the same utterance (same reference word count, else ValueError). Each
+    resample draws one set of groups (speakers) and scores both systems on it, so the speaker-to-speaker
+    spread that both share cancels: the CI of the difference is much narrower than the two separate
+    CIs suggest. Returns ``(difference, low, high)``; a CI that holds 0 means no difference was shown.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_difference: {len(a)} utterances against {len(b)}")
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x.ref_words != y.ref_words:
+            raise ValueError(f"paired_difference: utterance {i} has {x.ref_words} reference words in one "
+                             f"system and {y.ref_words} in the other; score the same utterances in the same order")
+    errors, refs = _group_sums([a, b], groups, alpha)
+    rates = _resampled_rates(errors, refs, n_boot, seed)
+    low, high = np.quantile(rates[:, 0] - rates[:, 1], [alpha / 2, 1 - alpha / 2])
+    return float((errors[0].sum() - errors[1].sum()) / refs.sum()), float(low), float(high)
 
 
 # ---------------------------------------------------------------------------------------------- flags
