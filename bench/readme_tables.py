@@ -1,7 +1,7 @@
 """Write the README's speed tables from the committed benchmark results (never typed by hand).
 
 Reads the reference run's ``results/tuned/whisper-base-lora/summary.json``,
-``bench/results/train_throughput.json`` and ``bench/results/eval_throughput.json`` and replaces the text
+``bench/results/train_throughput*.json`` and ``bench/results/eval_throughput.json`` and replaces the text
 between ``<!-- bench:start`` and ``<!-- bench:end -->`` in README.md.
 
     python bench/readme_tables.py
@@ -35,26 +35,29 @@ def eval_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def train_table(r: dict) -> str:
+def train_table(r: dict, name: str) -> str:
     lines = [
-        f"Training: `{r['command']}` (`bench/results/train_throughput.json`): LoRA r=16 on {r['model']}, the same "
+        f"Training: `{r['command']}` (`bench/results/{name}`): LoRA r=16 on {r['model']}, the same "
         f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then every adapter "
         f"scored on the same {r['n_dev_clips']} kids-dev clips. The plain recipe steps on "
         f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
         f"packed window(s) per step. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
-        f"share of clips whose first word is wrong.",
+        f"share of clips whose first word is wrong; *minus plain* is the row's dev WER minus the plain recipe's "
+        f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference).",
         "",
         "| system | options | windows/epoch | clips/s | speed-up | steps | peak RSS MB | dev WER % (95 % CI) "
-        "| guarded % | hallucinations | 1st word % |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| minus plain, points (95 % CI) | guarded % | hallucinations | 1st word % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["results"]:
         lo, hi = row["dev_wer_ci"]
         options = ", ".join(f"{k}={v}" for k, v in row.get("options", {}).items()) or "-"
         windows = row.get("windows_per_epoch", r["n_train_clips"] if row["system"] == "hf-recipe" else "")
+        d = row.get("dev_wer_minus_hf_recipe")
+        minus = f"{100 * d[0]:+.1f} ({100 * d[1]:+.1f} to {100 * d[2]:+.1f})" if d else "-"
         lines.append(f"| {row['system']} | {options} | {windows} | {row['clips_per_second']:.2f} | "
                      f"{row.get('speedup_vs_hf_recipe', 1.0):.1f}x | {row['steps']} | {row['peak_rss_mb']:.0f} | "
-                     f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | "
+                     f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | {minus} | "
                      f"{100 * row['dev_wer_guarded']:.1f} | {row['dev_hallucinations']} | "
                      f"{100 * row['dev_first_word_error']:.1f} |")
     return "\n".join(lines)
@@ -76,8 +79,8 @@ def main() -> None:
     ref = ROOT / "results" / "tuned" / "whisper-base-lora" / "summary.json"
     if ref.exists():
         parts.append(reference_run(json.loads(ref.read_text())))
-    if (RESULTS / "train_throughput.json").exists():
-        parts.append(train_table(json.loads((RESULTS / "train_throughput.json").read_text())))
+    for path in sorted(RESULTS.glob("train_throughput*.json")):  # the 240-clip bench, then the full-data one
+        parts.append(train_table(json.loads(path.read_text()), path.name))
     if (RESULTS / "eval_throughput.json").exists():
         parts.append(eval_table(json.loads((RESULTS / "eval_throughput.json").read_text())))
     readme_path = ROOT / "README.md"

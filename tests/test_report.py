@@ -303,3 +303,42 @@ def test_case_evidence_without_references(tmp_path):
     (d / "utterances.jsonl").write_text("".join(json.dumps({k: v for k, v in u.items() if k != "ref"}) + "\n"
                                                 for u in lines))
     assert case_evidence(d) == {"n": 2, "upper": None, "punct": 1, "example": None}
+
+
+def _scored_eval(d: Path, errors: list[int], ids: list[str] | None = None, **kw) -> Path:
+    """An evaluation whose utterances have 10 reference words and ``errors[k]`` substitutions each."""
+    write_eval(d, **kw)
+    ids = ids or [f"u{k:02d}" for k in range(len(errors))]
+    utts = [{"id": i, "speaker": f"kid{k % 5}", "words": {"whisper": {
+        "substitutions": e, "deletions": 0, "insertions": 0, "hits": 10 - e, "ref_words": 10}}}
+        for k, (i, e) in enumerate(zip(ids, errors, strict=True))]
+    (d / "utterances.jsonl").write_text("".join(json.dumps(u) + "\n" for u in utts))
+    return d
+
+
+def test_paired_differences_against_the_baseline(tmp_path, caplog):
+    base_errors = [k % 7 for k in range(40)]  # children differ a lot ...
+    _scored_eval(tmp_path / "baseline/whisper-base-en/kids-test", base_errors)
+    _scored_eval(tmp_path / "baseline/whisper-base-auto/kids-test", base_errors[::-1], language="auto")
+    _scored_eval(tmp_path / "baseline/whisper-tiny.en/kids-test", [e + 1 for e in base_errors[:39]],
+                 model="whisper-tiny.en")  # one clip fewer: not the same clips
+    run = tmp_path / "runs/lora"
+    _scored_eval(run / "eval/kids-test", [max(e - 1, 0) if e else 0 for e in base_errors],
+                 adapter=str(run / "adapter"))  # ... and tuning removes one error wherever there is one
+    with caplog.at_level(logging.WARNING, logger="kidwhisper.report"):
+        compare([tmp_path], tmp_path / "out")
+    assert "did not score the same clips" in caplog.text
+    md = (tmp_path / "out/report.md").read_text()
+    assert "## Differences against whisper-base (en)" in md
+    fewer = sum(1 for e in base_errors if e) / (10 * len(base_errors))  # 34 errors fewer in 400 words
+    tuned = md_row(md.split("## Differences")[1], "whisper-base + adapter")
+    low, high = (float(x) for x in tuned[1].split("(")[1].rstrip(")*").split(" to "))
+    assert tuned[1].startswith(f"**{-100 * fewer:+.1f} (") and low < -100 * fewer < high < 0  # bold: CI below 0
+    auto = md_row(md.split("## Differences")[1], "whisper-base (auto)")
+    assert auto[1].startswith("+0.0 (") and not auto[1].startswith("**")  # same errors on other clips: no difference
+    assert md_row(md.split("## Differences")[1], "whisper-tiny.en")[1] == "-"
+    rows = csv_rows(tmp_path / "out")
+    r = rows[("whisper-base + adapter", "kids-test")]
+    assert float(r["wer_diff_pct"]) == pytest.approx(-100 * fewer, abs=0.01)
+    assert float(r["wer_diff_ci_low_pct"]) < float(r["wer_diff_pct"]) < float(r["wer_diff_ci_high_pct"]) < 0
+    assert rows[("whisper-base (en)", "kids-test")]["wer_diff_pct"] == ""

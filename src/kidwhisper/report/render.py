@@ -14,12 +14,14 @@ from typing import Any
 
 from kidwhisper.config import ConfigError
 from kidwhisper.data.manifest import atomic_write_text
+from kidwhisper.metrics import ErrorCounts, paired_difference
 from kidwhisper.report.collect import CompareConfig, Configuration, Run
 
 log = logging.getLogger(__package__)  # "kidwhisper.report", as before the split into modules
 
 CSV_COLUMNS = ["configuration", "model", "adapter", "strategy", "language", "test_set", "n_utts", "n_speakers",
-               "wer_pct", "wer_ci_low_pct", "wer_ci_high_pct", "rel_change_pct", "digits_wer_pct",
+               "wer_pct", "wer_ci_low_pct", "wer_ci_high_pct", "rel_change_pct", "wer_diff_pct",
+               "wer_diff_ci_low_pct", "wer_diff_ci_high_pct", "digits_wer_pct",
                "orthographic_wer_pct", "cer_pct", "substitutions", "deletions", "insertions", "ref_words",
                "hallucinations", "non_english", "rtf", "trainable_params", "trainable_pct", "eval_dir"]
 
@@ -85,6 +87,50 @@ def relative_change(c: Configuration, base: Configuration | None, test_set: str)
     return None if w is None or not b else 100.0 * (w - b) / b
 
 
+def _utterance_counts(eval_dir: Path, normalizer: str) -> dict[str, tuple[str, ErrorCounts]]:
+    out = {}
+    with open(eval_dir / "utterances.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                u = json.loads(line)
+                out[u["id"]] = (u.get("speaker"), ErrorCounts(**u["words"][normalizer]))
+    return out
+
+
+def paired_change(c: Configuration, base: Configuration | None, test_set: str) -> tuple[float, float, float] | None:
+    """(WER - baseline WER, 95 % CI low, high) on ``test_set`` from a paired speaker bootstrap over the same
+    clips (:func:`kidwhisper.metrics.paired_difference`); None if either is missing or they scored different
+    clips (logged)."""
+    if base is None or c is base or test_set not in c.results or test_set not in base.results:
+        return None
+    (d, summ), (bd, _) = c.results[test_set], base.results[test_set]
+    normalizer = summ.get("headline") or "whisper"
+    try:
+        a, b = _utterance_counts(d, normalizer), _utterance_counts(bd, normalizer)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        log.warning("no paired difference for %s on %s: %s (%s)", c.label, test_set, e, d)
+        return None
+    if a.keys() != b.keys() or any(a[i][1].ref_words != b[i][1].ref_words for i in a):
+        log.warning("no paired difference for %s on %s: %s and %s did not score the same clips", c.label,
+                    test_set, d, bd)
+        return None
+    ids = sorted(a)
+    try:
+        return paired_difference([a[i][1] for i in ids], [b[i][1] for i in ids], [a[i][0] for i in ids])
+    except ValueError as e:  # e.g. no reference words at all
+        log.warning("no paired difference for %s on %s: %s", c.label, test_set, e)
+        return None
+
+
+def _diff(x: tuple[float, float, float] | None) -> str:
+    """Points with CI, bold when the CI excludes 0 (a difference the data show)."""
+    if x is None:
+        return "-"
+    d, lo, hi = (round(100 * v, 1) + 0.0 for v in x)  # + 0.0: no "-0.0"
+    text = f"{d:+.1f} ({lo:+.1f} to {hi:+.1f})"
+    return f"**{text}**" if x[1] > 0 or x[2] < 0 else text
+
+
 def rows(confs: list[Configuration], sets: list[str], base: Configuration | None) -> list[dict[str, Any]]:
     """The comparison.csv rows (percentages rounded to 2 decimals)."""
 
@@ -101,12 +147,14 @@ def rows(confs: list[Configuration], sets: list[str], base: Configuration | None
             w, wer = headline(summ), summ.get("wer") or {}
             flags = summ.get("flags") or {}
             rel = relative_change(c, base, s)
+            diff = paired_change(c, base, s) or (None, None, None)
             out.append({
                 "configuration": c.label, "model": c.model, "adapter": c.adapter, "strategy": c.strategy or "zero-shot",
                 "language": c.language, "test_set": s, "n_utts": summ.get("n_utts"),
                 "n_speakers": summ.get("n_speakers"), "wer_pct": r2(w.get("wer")),
                 "wer_ci_low_pct": r2(w.get("ci_low")), "wer_ci_high_pct": r2(w.get("ci_high")),
-                "rel_change_pct": None if rel is None else round(rel, 2),
+                "rel_change_pct": None if rel is None else round(rel, 2), "wer_diff_pct": r2(diff[0]),
+                "wer_diff_ci_low_pct": r2(diff[1]), "wer_diff_ci_high_pct": r2(diff[2]),
                 "digits_wer_pct": r2((wer.get("digits") or {}).get("wer")),
                 "orthographic_wer_pct": r2((wer.get("orthographic") or {}).get("wer")),
                 "cer_pct": r2((summ.get("cer") or {}).get("cer")), "substitutions": w.get("substitutions"),
@@ -232,6 +280,13 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
                          "baseline" if c is base and s in c.results else _rel(relative_change(c, base, s))]
             table.append(line)
         blocks += [("table", (hdr, table)), ("img", (plots.get("wer_by_config"), "WER by configuration"))]
+        paired = [[c.label] + [_diff(paired_change(c, base, t)) for t in sets] for c in confs if c is not base]
+        if any(cell != "-" for line in paired for cell in line[1:]):
+            blocks += [("h2", f"Differences against {base.label}"), ("p", (
+                "WER of each configuration minus the baseline's, in percentage points, on the same clips. The "
+                "95 % CI is a paired bootstrap over speakers: each resample scores both configurations on the "
+                "same children, so the spread between children that both share cancels. **Bold**: the CI excludes 0, the data show a difference.")),
+                ("table", (["Configuration"] + [f"{t} (points, 95 % CI)" for t in sets], paired))]
         blocks += [("h2", "All results"), ("table", (
             ["Configuration", "Test set", "Clips (speakers)", "WER %", "Digit-aware WER %", "Orthographic WER %",
              "CER %", "S / D / I", "Hallucinations", "Non-English", "RTF"],
