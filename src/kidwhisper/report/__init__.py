@@ -14,6 +14,10 @@ An evaluation belongs to a run when its adapter or model path lies in the run di
 evaluation directory is inside the run directory (``RUN/eval/kids-test``). The test set is the evaluation
 directory's name (``kids-test``) or, when that does not look like a set name, the manifest's directory.
 
+Every configuration is also compared with the baseline clip by clip: its WER minus the baseline's, with a
+paired speaker-bootstrap 95 % CI (:func:`kidwhisper.metrics.paired_difference`; the report's *Differences*
+section, the CSV's ``wer_diff_*`` columns), when both scored the same clips.
+
 Written to ``OUT``: ``comparison.csv`` (one row per configuration x test set), ``report.md``,
 ``report.html`` (self-contained), ``wer_by_config.png``, ``wer_by_age.png``, ``learning_curves.png`` (the
 last two only when there is something to draw) and ``compare_config.yaml``.
