@@ -45,9 +45,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def dev_curve(log: Path) -> list[tuple[int, float]]:
+def dev_curve(log: Path, key: str = "dev_wer") -> list[tuple[int, float]]:
     rows = (json.loads(line) for line in log.read_text().splitlines())
-    return [(r["step"], r["dev_wer"]) for r in rows if "dev_wer" in r]
+    return [(r["step"], r[key]) for r in rows if key in r]
 
 
 def main() -> None:
@@ -65,7 +65,9 @@ def main() -> None:
     training = {"best_step_run": ran["best_step"], "best_step_committed": ref["best_step"],
                 "best_dev_wer_run": ran["best_dev_wer"], "best_dev_wer_committed": ref["best_dev_wer"],
                 "dev_curve_run": dev_curve(run / "run/log.jsonl"),
-                "dev_curve_committed": dev_curve(ROOT / "tuned/whisper-base-lora/log.jsonl")}
+                "dev_curve_committed": dev_curve(ROOT / "tuned/whisper-base-lora/log.jsonl"),
+                # dev clips that hit the token bound at each check (the committed run predates this field)
+                "dev_truncated_run": dev_curve(run / "run/log.jsonl", "dev_truncated")}
     training["same_dev_curve"] = training["dev_curve_run"] == training["dev_curve_committed"]
     weights = "adapter_model.safetensors"
     training["adapter_sha256_run"] = sha256(run / "run/adapter" / weights)
