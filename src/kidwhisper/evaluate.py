@@ -153,6 +153,10 @@ def evaluate(config: EvalConfig) -> dict:
         "wer": guarded["wer"], "flags": guarded["flags"],
         "n_cut": sum(d.n_tokens > guard_budget(c.duration) for c, d in zip(clips, decoded, strict=True)),
     }
+    head, cut = summary["wer"]["whisper"], summary["guarded"]
+    log.info("%d clips, %d speakers: WER %s (guarded %s, %d cut), %d hallucinations, %d skipped (empty reference)",
+             summary["n_utts"], summary["n_speakers"], _pct(head["wer"]), _pct(cut["wer"]["whisper"]["wer"]),
+             cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
     summary["languages"] = _count([d.language or "none" for d in decoded])
     summary["n_truncated"] = sum(d.truncated for d in decoded)
     summary.update({
@@ -178,6 +182,10 @@ def evaluate(config: EvalConfig) -> dict:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     save_config(config, out / "eval_config.yaml")
     return summary
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f} %"
 
 
 def _count(values: list[str]) -> dict[str, int]:

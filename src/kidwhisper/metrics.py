@@ -502,7 +502,7 @@ def summarize(
         "bootstrap": {"unit": "speaker", "n_boot": n_boot, "seed": seed, "alpha": alpha},
     }
     head = summary["wer"].get(HEADLINE, {})
-    logger.info(
+    logger.debug(
         "%d utterances, %d speakers: %s WER %s (%d skipped, empty reference), %d hallucinations",
         len(items), summary["n_speakers"], HEADLINE, head.get("wer"), head.get("n_skipped_empty_ref", 0),
         summary["flags"]["hallucination"],
