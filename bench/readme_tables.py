@@ -36,7 +36,6 @@ def eval_table(r: dict) -> str:
 
 
 def train_table(r: dict, name: str) -> str:
-    offset = r.get("dev_offset_seconds")
     lines = [
         f"Training: `{r['command']}` (`bench/results/{name}`): LoRA r=16 on {r['model']}, the same "
         f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then every adapter "
@@ -44,14 +43,11 @@ def train_table(r: dict, name: str) -> str:
         f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
         f"packed window(s) per step. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
         f"share of clips whose first word is wrong; *minus plain* is the row's dev WER minus the plain recipe's "
-        f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference)."
-        + (f" *{offset:g} s later*: dev WER (hallucinations) when every dev clip starts after {offset:g} s of "
-           f"silence." if offset else ""),
+        f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference).",
         "",
         "| system | options | windows/epoch | clips/s | speed-up | steps | peak RSS MB | dev WER % (95 % CI) "
-        "| minus plain, points (95 % CI) | guarded % | hallucinations | 1st word % |"
-        + (f" {offset:g} s later % |" if offset else ""),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if offset else ""),
+        "| minus plain, points (95 % CI) | guarded % | hallucinations | 1st word % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in r["results"]:
         lo, hi = row["dev_wer_ci"]
@@ -63,8 +59,7 @@ def train_table(r: dict, name: str) -> str:
                      f"{row.get('speedup_vs_hf_recipe', 1.0):.1f}x | {row['steps']} | {row['peak_rss_mb']:.0f} | "
                      f"{100 * row['dev_wer']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | {minus} | "
                      f"{100 * row['dev_wer_guarded']:.1f} | {row['dev_hallucinations']} | "
-                     f"{100 * row['dev_first_word_error']:.1f} |"
-                     + (f" {100 * row['dev_offset_wer']:.1f} ({row['dev_offset_hallucinations']}) |" if offset else ""))
+                     f"{100 * row['dev_first_word_error']:.1f} |")
     return "\n".join(lines)
 
 

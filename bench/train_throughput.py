@@ -15,9 +15,7 @@ the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS, dev 
 guarded (runaway hypotheses cut to a duration budget, see ``kidwhisper.evaluate``), hallucination flags,
 and the error rate of each clip's first reference word (packing trains the start of a transcript only
 once per window, so that is where it differs first). Each variant's dev WER minus the plain recipe's comes
-with a paired speaker-bootstrap 95 % CI (``kidwhisper.metrics.paired_difference``). ``--offset-dev S``
-also scores every adapter on the dev clips with S seconds of silence before them: speech that starts
-later in the window, as in recordings with a pause before the child reads.
+with a paired speaker-bootstrap 95 % CI (``kidwhisper.metrics.paired_difference``).
 
     python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240
 """
@@ -147,29 +145,6 @@ def first_word_error(utterances: Path) -> float:
     return missed / max(n, 1)
 
 
-def offset_dev_set(dev_manifest: str, seconds: float, out: Path) -> str:
-    """A copy of the dev set with ``seconds`` of silence before every clip (speech starts later in the
-    window); the references stay the same."""
-    import numpy as np
-    import soundfile as sf
-
-    from kidwhisper.data.manifest import (
-        load_clip_audios,
-        read_manifest,
-        resolve_manifest_path,
-        write_manifest,
-    )
-
-    path = resolve_manifest_path(dev_manifest)
-    clips = read_manifest(path)
-    (out / "clips").mkdir(parents=True, exist_ok=True)
-    for c, audio in zip(clips, load_clip_audios(clips, path), strict=True):
-        wave = np.concatenate([np.zeros(int(round(seconds * 16000)), np.float32), audio])
-        sf.write(out / "clips" / f"{c.id}.flac", wave, 16000)
-        c.audio, c.duration = f"clips/{c.id}.flac", round(len(wave) / 16000, 3)
-    return str(write_manifest(clips, out / "manifest.jsonl"))
-
-
 def paired_wer_difference(eval_a: Path, eval_b: Path) -> tuple[float, float, float]:
     """Dev WER of evaluation ``a`` minus ``b`` on the same clips, with a paired speaker-bootstrap 95 % CI."""
     from kidwhisper.metrics import ErrorCounts, paired_difference
@@ -210,8 +185,6 @@ def main() -> None:
     p.add_argument("--windows-per-step", type=int, default=1, help="kidwhisper: packed windows per step")
     p.add_argument("--out-dir", default="runs/bench-train")
     p.add_argument("--out", default="bench/results/train_throughput.json")
-    p.add_argument("--offset-dev", type=float, default=0.0, metavar="SECONDS",
-                   help="also score every adapter on the dev clips with SECONDS of silence before the speech")
     p.add_argument("--variant", action="append", default=[], metavar="NAME:key=value,...",
                    help="also train this kidwhisper variant (TrainConfig options); repeatable")
     p.add_argument("--system", help=argparse.SUPPRESS)
@@ -224,7 +197,6 @@ def main() -> None:
     from kidwhisper.evaluate import EvalConfig, evaluate
 
     systems = [("kidwhisper", {})] + [parse_variant(v) for v in args.variant] + [("hf-recipe", {})]
-    offset_dev = offset_dev_set(args.dev, args.offset_dev, Path(args.out_dir) / "dev-offset") if args.offset_dev else None
     rows = []
     for system, options in systems:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--system", system, "--options", json.dumps(options)]
@@ -238,10 +210,6 @@ def main() -> None:
                  dev_wer=s["wer"]["whisper"]["wer"], dev_wer_ci=[s["wer"]["whisper"]["ci_low"], s["wer"]["whisper"]["ci_high"]],
                  dev_wer_guarded=s["guarded"]["wer"]["whisper"]["wer"], dev_hallucinations=s["flags"]["hallucination"],
                  dev_first_word_error=round(first_word_error(ev / "utterances.jsonl"), 4), n_dev_clips=s["n_utts"])
-        if offset_dev:
-            o = evaluate(EvalConfig(model=args.model, adapter=str(adapter), data=offset_dev, limit=args.n_dev,
-                                    out=str(ev.with_name("dev-offset-eval")), progress=False))
-            r.update(dev_offset_wer=o["wer"]["whisper"]["wer"], dev_offset_hallucinations=o["flags"]["hallucination"])
         rows.append(r)
     hf = rows[-1]
     for r in rows[:-1]:
@@ -252,7 +220,6 @@ def main() -> None:
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
               "n_dev_clips": hf["n_dev_clips"], "hf_batch_size": args.batch_size,
               "kidwhisper_windows_per_step": args.windows_per_step, "lr": LR, "speedup_clips_per_s": speedup,
-              "dev_offset_seconds": args.offset_dev or None,
               "versions": package_versions(), "command": " ".join(["python", *sys.argv]), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
