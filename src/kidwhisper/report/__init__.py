@@ -58,6 +58,7 @@ from kidwhisper.report.render import (
     case_evidence,
     explain_orthographic,
     headline,
+    paired_changes,
     relative_change,
     resolve_baseline,
     rows,
@@ -87,7 +88,8 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
     base = resolve_baseline(confs, config.baseline)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = rows(confs, sets, base)
+    paired = paired_changes(confs, sets, base)
+    table = rows(confs, sets, base, paired)
     write_csv(table, out / "comparison.csv")
     plots = {
         "wer_by_config": plot_wer_by_config(confs, sets, out / "wer_by_config.png", config.dpi),
@@ -99,7 +101,7 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
         if p is None:
             log.info("no %s plot: nothing to draw", name)
             (out / f"{name}.png").unlink(missing_ok=True)  # never leave a stale plot from an earlier compare
-    blocks = build_report(confs, runs, sets, base, plots, config)
+    blocks = build_report(confs, runs, sets, base, plots, config, paired)
     atomic_write_text(out / "report.md", to_markdown(blocks))
     atomic_write_text(out / "report.html", to_html(blocks, config.title))
     save_config(config, out / "compare_config.yaml")

@@ -122,6 +122,14 @@ def paired_change(c: Configuration, base: Configuration | None, test_set: str) -
         return None
 
 
+Paired = dict[tuple[str, str], tuple[float, float, float] | None]
+
+
+def paired_changes(confs: list[Configuration], sets: list[str], base: Configuration | None) -> Paired:
+    """:func:`paired_change` of every (configuration label, test set), computed once per compare."""
+    return {(c.label, s): paired_change(c, base, s) for c in confs for s in sets if s in c.results}
+
+
 def _diff(x: tuple[float, float, float] | None) -> str:
     """Points with CI, bold when the CI excludes 0 (a difference the data show)."""
     if x is None:
@@ -131,8 +139,10 @@ def _diff(x: tuple[float, float, float] | None) -> str:
     return f"**{text}**" if x[1] > 0 or x[2] < 0 else text
 
 
-def rows(confs: list[Configuration], sets: list[str], base: Configuration | None) -> list[dict[str, Any]]:
-    """The comparison.csv rows (percentages rounded to 2 decimals)."""
+def rows(confs: list[Configuration], sets: list[str], base: Configuration | None,
+         paired: Paired | None = None) -> list[dict[str, Any]]:
+    """The comparison.csv rows (percentages rounded to 2 decimals); ``paired`` from :func:`paired_changes`."""
+    paired = paired_changes(confs, sets, base) if paired is None else paired
 
     def r2(x):
         return None if x is None else round(100 * x, 2)
@@ -147,7 +157,7 @@ def rows(confs: list[Configuration], sets: list[str], base: Configuration | None
             w, wer = headline(summ), summ.get("wer") or {}
             flags = summ.get("flags") or {}
             rel = relative_change(c, base, s)
-            diff = paired_change(c, base, s) or (None, None, None)
+            diff = paired.get((c.label, s)) or (None, None, None)
             out.append({
                 "configuration": c.label, "model": c.model, "adapter": c.adapter, "strategy": c.strategy or "zero-shot",
                 "language": c.language, "test_set": s, "n_utts": summ.get("n_utts"),
@@ -252,8 +262,10 @@ def explain_orthographic(confs: list[Configuration], base: Configuration | None,
 
 # --------------------------------------------------------------------------------------------- report
 def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], base: Configuration | None,
-                 plots: dict[str, Path | None], config: CompareConfig) -> list[tuple[str, Any]]:
+                 plots: dict[str, Path | None], config: CompareConfig,
+                 paired: Paired | None = None) -> list[tuple[str, Any]]:
     """The report as blocks (``h1|h2|p|table|img``) that :func:`to_markdown` and :func:`to_html` render."""
+    paired = paired_changes(confs, sets, base) if paired is None else paired
     blocks: list[tuple[str, Any]] = [("h1", config.title)]
     if not sets:
         blocks.append(("p", "No evaluation results found: only training runs are summarised."))
@@ -280,13 +292,14 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
                          "baseline" if c is base and s in c.results else _rel(relative_change(c, base, s))]
             table.append(line)
         blocks += [("table", (hdr, table)), ("img", (plots.get("wer_by_config"), "WER by configuration"))]
-        paired = [[c.label] + [_diff(paired_change(c, base, t)) for t in sets] for c in confs if c is not base]
-        if any(cell != "-" for line in paired for cell in line[1:]):
+        diffs = [[c.label] + [_diff(paired.get((c.label, t))) for t in sets] for c in confs if c is not base]
+        if any(cell != "-" for line in diffs for cell in line[1:]):
             blocks += [("h2", f"Differences against {base.label}"), ("p", (
                 "WER of each configuration minus the baseline's, in percentage points, on the same clips. The "
                 "95 % CI is a paired bootstrap over speakers: each resample scores both configurations on the "
-                "same children, so the spread between children that both share cancels. **Bold**: the CI excludes 0, the data show a difference.")),
-                ("table", (["Configuration"] + [f"{t} (points, 95 % CI)" for t in sets], paired))]
+                "same children, so the spread between children that both share cancels. **Bold**: the CI "
+                "excludes 0, the data show a difference.")),
+                ("table", (["Configuration"] + [f"{t} (points, 95 % CI)" for t in sets], diffs))]
         blocks += [("h2", "All results"), ("table", (
             ["Configuration", "Test set", "Clips (speakers)", "WER %", "Digit-aware WER %", "Orthographic WER %",
              "CER %", "S / D / I", "Hallucinations", "Non-English", "RTF"],
