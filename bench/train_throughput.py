@@ -145,21 +145,6 @@ def first_word_error(utterances: Path) -> float:
     return missed / max(n, 1)
 
 
-def paired_wer_difference(eval_a: Path, eval_b: Path) -> tuple[float, float, float]:
-    """Dev WER of evaluation ``a`` minus ``b`` on the same clips, with a paired speaker-bootstrap 95 % CI."""
-    from kidwhisper.metrics import ErrorCounts, paired_difference
-
-    def load(d: Path) -> dict[str, dict]:
-        return {u["id"]: u for u in map(json.loads, (d / "utterances.jsonl").read_text().splitlines())}
-
-    a, b = load(eval_a), load(eval_b)
-    if a.keys() != b.keys():
-        raise SystemExit(f"{eval_a} and {eval_b} scored different clips")
-    ids = sorted(a)
-    return paired_difference([ErrorCounts(**a[i]["words"]["whisper"]) for i in ids],
-                             [ErrorCounts(**b[i]["words"]["whisper"]) for i in ids], [a[i]["speaker"] for i in ids])
-
-
 def child(args) -> None:
     out = Path(args.out_dir) / args.system
     shutil.rmtree(out, ignore_errors=True)  # a fresh run every time (an earlier run would be refused)
@@ -195,6 +180,7 @@ def main() -> None:
         return child(args)
     from kidwhisper.config import package_versions
     from kidwhisper.evaluate import EvalConfig, evaluate
+    from kidwhisper.report import paired_eval_difference
 
     systems = [("kidwhisper", {})] + [parse_variant(v) for v in args.variant] + [("hf-recipe", {})]
     rows = []
@@ -214,7 +200,7 @@ def main() -> None:
     hf = rows[-1]
     for r in rows[:-1]:
         r["speedup_vs_hf_recipe"] = round(r["clips_per_second"] / hf["clips_per_second"], 2)
-        r["dev_wer_minus_hf_recipe"] = [round(v, 4) for v in paired_wer_difference(
+        r["dev_wer_minus_hf_recipe"] = [round(v, 4) for v in paired_eval_difference(
             Path(args.out_dir) / r["system"] / "dev-eval", Path(args.out_dir) / "hf-recipe" / "dev-eval")]
     speedup = rows[0]["speedup_vs_hf_recipe"]
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,

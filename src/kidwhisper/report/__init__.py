@@ -59,6 +59,7 @@ from kidwhisper.report.render import (
     explain_orthographic,
     headline,
     paired_changes,
+    paired_eval_difference,
     relative_change,
     resolve_baseline,
     rows,
@@ -70,7 +71,7 @@ from kidwhisper.report.render import (
 __all__ = [
     "CSV_COLUMNS", "DEFAULT_SETS", "CompareConfig", "CompareError", "Configuration", "Run", "build_report",
     "case_evidence", "collect", "compare", "dev_references", "discover", "explain_orthographic", "headline",
-    "load_run", "plot_learning_curves", "plot_wer_by_age", "plot_wer_by_config", "relative_change",
+    "load_run", "paired_eval_difference", "plot_learning_curves", "plot_wer_by_age", "plot_wer_by_config", "relative_change",
     "resolve_baseline", "rows", "set_name", "short_model_name", "to_html", "to_markdown", "write_csv",
 ]
 

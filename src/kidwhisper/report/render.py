@@ -97,27 +97,26 @@ def _utterance_counts(eval_dir: Path, normalizer: str) -> dict[str, tuple[str, E
     return out
 
 
+def paired_eval_difference(eval_a: str | Path, eval_b: str | Path,
+                           normalizer: str = "whisper") -> tuple[float, float, float]:
+    """WER of evaluation directory ``a`` minus ``b`` with a paired speaker-bootstrap 95 % CI
+    (:func:`kidwhisper.metrics.paired_difference`); ValueError if they did not score the same clips."""
+    a, b = _utterance_counts(Path(eval_a), normalizer), _utterance_counts(Path(eval_b), normalizer)
+    if a.keys() != b.keys() or any(a[i][1].ref_words != b[i][1].ref_words for i in a):
+        raise ValueError(f"{eval_a} and {eval_b} did not score the same clips")
+    ids = sorted(a)
+    return paired_difference([a[i][1] for i in ids], [b[i][1] for i in ids], [a[i][0] for i in ids])
+
+
 def paired_change(c: Configuration, base: Configuration | None, test_set: str) -> tuple[float, float, float] | None:
-    """(WER - baseline WER, 95 % CI low, high) on ``test_set`` from a paired speaker bootstrap over the same
-    clips (:func:`kidwhisper.metrics.paired_difference`); None if either is missing or they scored different
-    clips (logged)."""
+    """(WER - baseline WER, 95 % CI low, high) on ``test_set`` (:func:`paired_eval_difference`); None if
+    either is missing or they cannot be paired (logged)."""
     if base is None or c is base or test_set not in c.results or test_set not in base.results:
         return None
     (d, summ), (bd, _) = c.results[test_set], base.results[test_set]
-    normalizer = summ.get("headline") or "whisper"
     try:
-        a, b = _utterance_counts(d, normalizer), _utterance_counts(bd, normalizer)
+        return paired_eval_difference(d, bd, summ.get("headline") or "whisper")
     except (OSError, KeyError, TypeError, ValueError) as e:
-        log.warning("no paired difference for %s on %s: %s (%s)", c.label, test_set, e, d)
-        return None
-    if a.keys() != b.keys() or any(a[i][1].ref_words != b[i][1].ref_words for i in a):
-        log.warning("no paired difference for %s on %s: %s and %s did not score the same clips", c.label,
-                    test_set, d, bd)
-        return None
-    ids = sorted(a)
-    try:
-        return paired_difference([a[i][1] for i in ids], [b[i][1] for i in ids], [a[i][0] for i in ids])
-    except ValueError as e:  # e.g. no reference words at all
         log.warning("no paired difference for %s on %s: %s", c.label, test_set, e)
         return None
 
