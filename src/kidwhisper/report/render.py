@@ -376,8 +376,8 @@ NUMERIC = re.compile(r"^([-+]?\d|-$|\?$|baseline$)")
 
 
 def _numeric_columns(body: list[list[Any]], n: int) -> list[bool]:
-    """Columns whose every cell is a number (or -, ?, baseline): right-aligned."""
-    return [bool(body) and all(NUMERIC.match(str(r[i])) for r in body) for i in range(n)]
+    """Columns whose every cell is a number (or -, ?, baseline; bold or not): right-aligned."""
+    return [bool(body) and all(NUMERIC.match(str(r[i]).strip("*")) for r in body) for i in range(n)]
 
 
 def to_markdown(blocks: list[tuple[str, Any]]) -> str:
