@@ -5,10 +5,13 @@ same clips, for the same number of epochs, with the same learning rate and sched
 
 - **hf-recipe**: one clip per 30 s window, ``Seq2SeqTrainer`` defaults, features computed up front, the
   ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
-- **kidwhisper**: ``kidwhisper.train`` (clips packed into <= 30 s windows, ~8 clips each), one window per
-  step, so both systems make about the same number of optimizer steps on about the same clips per step;
+- **kidwhisper**: ``kidwhisper.train`` with its defaults (clips packed into <= 25 s windows, ~7 clips each,
+  ``pack_mode=isolated``: each clip trained as if alone in the window, see ``kidwhisper.train.clipwise``),
+  one window per step, so both systems make about the same number of optimizer steps on about the same
+  clips per step;
 - further kidwhisper variants given with ``--variant NAME:key=value,...`` (``TrainConfig`` fields, e.g.
-  ``kidwhisper-20s:pack_seconds=20`` packs into 20 s windows, leaving 10 s of silence in each).
+  ``kidwhisper-joined:pack_mode=joined,pack_seconds=30`` is the first packing recipe, one joined transcript
+  per 30 s window; ``kidwhisper-bf16:mixed_precision=bf16`` autocasts to bf16 on a CPU that has it).
 
 Each system runs in its own subprocess (so its peak memory is its own); then every adapter is scored on
 the same dev clips with ``kidwhisper evaluate``. Reports clips/s, peak RSS, dev WER as decoded and
@@ -17,7 +20,8 @@ and the error rate of each clip's first reference word (packing trains the start
 once per window, so that is where it differs first). Each variant's dev WER minus the plain recipe's comes
 with a paired speaker-bootstrap 95 % CI (``kidwhisper.metrics.paired_difference``).
 
-    python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240
+    python bench/train_throughput.py --train data/kids-train --dev data/kids-dev --n-train 240 \
+        --variant kidwhisper-joined:pack_mode=joined,pack_seconds=30 --variant kidwhisper-bf16:mixed_precision=bf16
 """
 
 from __future__ import annotations

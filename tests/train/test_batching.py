@@ -109,8 +109,18 @@ def test_build_windows_packs_audio_and_joins_text(processor):
         for i in w.clips:
             assert np.array_equal(wave[start : start + len(audios[i])], audios[i])
             start += len(audios[i]) + 3200
+        # clip-wise targets: each clip's own labels and its span in the window
+        assert [processor.tokenizer.decode(lab, skip_special_tokens=True) for lab in w.clip_labels] == \
+            [target_text(texts[i]) for i in w.clips]
+        assert all(lab[:4] == [SOT, EN, TRANSCRIBE, NO_TIMESTAMPS] and lab[-1] == EOT for lab in w.clip_labels)
+        start = 0
+        for (a, b), i in zip(w.spans, w.clips, strict=True):
+            assert a == pytest.approx(start / 16000) and b - a == pytest.approx(len(audios[i]) / 16000)
+            start += len(audios[i]) + 3200
+        assert w.seconds == pytest.approx(w.spans[-1][1])
     unpacked, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=False)
     assert [w.clips for w in unpacked] == [[0], [1], [2], [5], [6]]
+    assert all(w.clip_labels == [w.labels] for w in unpacked)
 
 
 def test_dataset_features_and_collator(processor):
@@ -131,6 +141,27 @@ def test_dataset_features_and_collator(processor):
         assert batch["targets"][b, :n].tolist() == w.labels[1:]
         assert (batch["targets"][b, n:] == IGNORE_INDEX).all() and (batch["decoder_input_ids"][b, n:] == EOT).all()
     assert batch["index"].tolist() == [0, 1, 2]
+    # log-mels are computed once per window and reused (same array object the second time)...
+    assert ds[1]["input_features"] is item["input_features"] and set(ds.cache) == {0, 1, 2}
+    # ...unless all windows do not fit in the cache budget: then computed every time, equal values
+    small = WindowDataset(windows, audios, processor.feature_extractor, 0.2, cache_bytes=2_000_000)
+    assert small.cache is None and np.array_equal(small[1]["input_features"], item["input_features"])
+    assert small[1]["input_features"] is not small[1]["input_features"]
+
+
+def test_clipwise_items_and_batches(processor):
+    audios = _tones([2.0, 3.0, 1.0])
+    windows, _ = build_windows(["A B", "C D E F G", "H"], audios, processor.tokenizer, True, "en", pack=True,
+                               max_seconds=10.0)
+    assert len(windows) == 1 and windows[0].clips == [0, 1, 2]
+    ds = WindowDataset(windows, audios, processor.feature_extractor, 0.2, clipwise=True)
+    item = ds[0]
+    assert item["clip_labels"] == windows[0].clip_labels and item["frames"].shape == (3, 1500)
+    batch = Collator(EOT)([item])
+    n = sum(len(lab) - 1 for lab in windows[0].clip_labels)
+    assert batch["decoder_input_ids"].shape == (1, n) and batch["segments"][0].tolist() == \
+        [k for k, lab in enumerate(windows[0].clip_labels) for _ in lab[1:]]
+    assert batch["input_features"].shape == (1, 80, 3000) and batch["index"].tolist() == [0]
 
 
 def test_loss_equals_hand_computed_cross_entropy(tiny_model_dir, processor):

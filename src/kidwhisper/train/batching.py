@@ -8,12 +8,17 @@ transcripts joined by a space. Within a window the clips keep manifest order. Wi
 run (from the seed) and stay fixed across epochs (only their order is reshuffled each epoch), which is
 what lets frozen-encoder strategies reuse cached encoder outputs every epoch.
 
-**Single-clip windows.** Decoding (dev, test, users) sees one clip at the start of the window, then
-silence, and a transcript that starts right after the prompt. A packed window shows that situation once
-for ~8 clips, so a packed run learns to start a transcript from one example per window and has more
-first-word errors than an unpacked one (``bench/train_throughput.py`` measures it). ``single_fraction``
+**What the decoder learns from a packed window.** Decoding (dev, test, users) sees one clip at the start
+of the window, then silence, and a transcript that starts right after the prompt. With *joined* targets
+(the window's transcripts joined into one label sequence) a packed window shows that situation once for
+~8 clips: a transcript's start and end are trained once per window, and most text sits at decoder
+positions a 5-word clip never reaches. *Clip-wise* targets (``--pack-mode clips``,
+:mod:`kidwhisper.train.clipwise`) give each clip its own label sequence, decoder positions and encoder
+frames, at the price of a few more decoder tokens. What packing cannot change is the encoder's view: a
+clip's frames are encoded next to other clips instead of 26 s of silence. ``single_fraction``
 (``--pack-single``) gives a seeded fraction of the clips a window of their own, each at the cost of a full
 30 s encoder pass; a smaller ``max_seconds`` (``--pack-seconds``) makes more windows, each ending in silence.
+``bench/train_throughput.py`` measures these trades against the plain one-clip-per-window recipe.
 
 **Labels.** ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|> text <|endoftext|>`` for
 multilingual models, ``<|startoftranscript|><|notimestamps|> text <|endoftext|>`` for English-only ones,
@@ -27,6 +32,10 @@ and make the fine-tuned model's raw output look unlike Whisper's, so :func:`targ
 case: lower case, first letter capitalised, the pronoun ``I`` (and I'm, I'll ...) capitalised, no
 punctuation added (a prompt does not tell a statement from a question). The normalized WER does not
 depend on this choice.
+
+**Log-mels** of a window are computed on first use and kept in memory when all windows fit in
+:data:`FEATURE_CACHE_BYTES` (131 packed windows of the 1040 kids-train clips take 126 MB), so later
+epochs skip the feature extraction.
 
 **Batches.** :func:`epoch_order` shuffles windows per epoch from (seed, epoch) alone, so a resumed run sees
 the same order; in unpacked mode it groups clips of similar label length (less decoder padding).
@@ -44,7 +53,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE
+from kidwhisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from kidwhisper.train.clipwise import clip_frames, collate_clipwise, encoder_layout
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +62,7 @@ MAX_LABEL_TOKENS = 440  # per window, prompt and <|endoftext|> included; Whisper
 LABEL_TOKEN_MARGIN = 8  # joined-text tokenization may differ slightly from the sum of per-clip counts
 IGNORE_INDEX = -100  # targets with this value do not count in the loss
 MEGABATCH = 50  # length grouping sorts within chunks of 50 batches, then shuffles the batches
+FEATURE_CACHE_BYTES = 2 * 2**30  # log-mels of all windows are kept in memory if they fit in 2 GiB
 _EPS = 1e-6  # seconds of float slack when comparing durations
 
 _PRONOUN_I = re.compile(r"\bi\b")
@@ -125,8 +136,10 @@ class Window:
     """One training example: clips (indices into the clip list) played one after another, and labels."""
 
     clips: list[int]
-    labels: list[int]
+    labels: list[int]  # the joined transcript's labels
     seconds: float  # audio in the window, gaps included
+    clip_labels: list[list[int]]  # each clip's own labels (clip-wise targets, kidwhisper.train.clipwise)
+    spans: list[tuple[float, float]]  # (start, end) seconds of each clip in the window
 
 
 def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multilingual: bool, language: str = "en",
@@ -169,7 +182,12 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
         labels = label_ids(tokenizer, " ".join(targets[i] for i in g), multilingual, language)
         if len(labels) > MAX_LABEL_TOKENS:
             raise ValueError(f"window of clips {g} has {len(labels)} label tokens > {MAX_LABEL_TOKENS}")
-        windows.append(Window(g, labels, sum(durations[i] for i in g) + gap * (len(g) - 1)))
+        spans, t = [], 0.0
+        for i in g:
+            spans.append((t, t + durations[i]))
+            t += durations[i] + gap
+        windows.append(Window(g, labels, spans[-1][1], [label_ids(tokenizer, targets[i], multilingual, language)
+                                                        for i in g] if len(g) > 1 else [labels], spans))
     return windows, {k: v for k, v in skipped.items() if v}
 
 
@@ -186,25 +204,44 @@ def window_audio(audios: list[np.ndarray], clips: list[int], gap: float) -> np.n
 
 
 class WindowDataset(torch.utils.data.Dataset):
-    """Window ``i`` -> {"index", "labels", and unless ``with_features=False`` "input_features" [80, 3000]}."""
+    """Window ``i`` -> {"index", "labels", and unless ``with_features=False`` "input_features" [80, 3000];
+    with ``clipwise`` also "clip_labels" and "frames" (:func:`kidwhisper.train.clipwise.clip_frames`)}."""
 
     def __init__(self, windows: list[Window], audios: list[np.ndarray], feature_extractor, gap: float = 0.2,
-                 with_features: bool = True):
+                 with_features: bool = True, clipwise: bool = False, isolate: bool = False,
+                 cache_bytes: int = FEATURE_CACHE_BYTES):
         self.windows = windows
         self.audios = audios
         self.feature_extractor = feature_extractor
         self.gap = gap
         self.with_features = with_features
+        self.clipwise = clipwise
+        self.isolate = isolate
+        # Log-mels are computed once per window and kept (every epoch after the first reuses them) when all
+        # windows fit in ``cache_bytes`` (80 mel bins x 3000 frames of float32 = 0.96 MB a window).
+        self.cache: dict[int, np.ndarray] | None = (
+            {} if with_features and len(windows) * feature_extractor.feature_size * N_FRAMES * 4 <= cache_bytes else None)
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def features(self, i: int) -> np.ndarray:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
         wave = window_audio(self.audios, self.windows[i].clips, self.gap)
-        return self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+        feats = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
+        if self.cache is not None:
+            self.cache[i] = feats
+        return feats
 
     def __getitem__(self, i: int) -> dict:
-        item = {"index": i, "labels": self.windows[i].labels}
+        w = self.windows[i]
+        item = {"index": i, "labels": w.labels}
+        if self.clipwise:
+            item["clip_labels"] = w.clip_labels
+            item["frames"] = clip_frames(w.spans, w.seconds, self.gap)
+            if self.isolate:
+                item["encoder_segments"], item["encoder_positions"] = encoder_layout(item["frames"], w.seconds)
         if self.with_features:
             item["input_features"] = self.features(i)
         return item
@@ -212,12 +249,23 @@ class WindowDataset(torch.utils.data.Dataset):
 
 class Collator:
     """Items -> tensors: decoder_input_ids = labels[:-1] (padded with ``pad_id``), targets = labels[1:]
-    (padded with -100), input_features stacked when present, index."""
+    (padded with -100), input_features stacked when present, index. Items with "clip_labels" get
+    clip-wise decoder rows instead (:func:`kidwhisper.train.clipwise.collate_clipwise`)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        out = self._clipwise(items) if "clip_labels" in items[0] else self._joined(items)
+        out["index"] = torch.tensor([it["index"] for it in items])
+        if "input_features" in items[0]:
+            out["input_features"] = torch.from_numpy(np.stack([it["input_features"] for it in items]))
+        return out
+
+    def _clipwise(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_clipwise(items, self.pad_id, IGNORE_INDEX)
+
+    def _joined(self, items: list[dict]) -> dict[str, torch.Tensor]:
         width = max(len(it["labels"]) for it in items) - 1
         dec = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         tgt = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
@@ -225,10 +273,7 @@ class Collator:
             lab = torch.tensor(it["labels"], dtype=torch.long)
             dec[b, : len(lab) - 1] = lab[:-1]
             tgt[b, : len(lab) - 1] = lab[1:]
-        out = {"index": torch.tensor([it["index"] for it in items]), "decoder_input_ids": dec, "targets": tgt}
-        if "input_features" in items[0]:
-            out["input_features"] = torch.from_numpy(np.stack([it["input_features"] for it in items]))
-        return out
+        return {"decoder_input_ids": dec, "targets": tgt}
 
 
 def epoch_order(n: int, seed: int, epoch: int, lengths: Sequence[int] | None = None,

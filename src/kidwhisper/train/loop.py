@@ -63,6 +63,7 @@ from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.models.load import load_model, resolve_device
 from kidwhisper.train import batching
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
+from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
 from kidwhisper.train.strategies import apply_strategy, parameter_count, trainable_state_dict
 
@@ -99,6 +100,14 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     truncated = sum(d.truncated for d in decoded)
     log.info("dev WER %.2f %% (%d of %d clips hit the token bound)", 100 * wer, truncated, len(decoded))
     return wer, truncated
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere bf16 autocast
+    would be emulated and slower than float32."""
+    cpu = getattr(torch, "cpu", None)
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -199,8 +208,9 @@ class Trainer:
 
         device = resolve_device(self.config.device)
         mp = self.config.mixed_precision
-        if mp != "no" and device.type == "cpu":
-            log.info("--mixed-precision %s ignored on CPU: training in float32", mp)
+        if mp != "no" and device.type == "cpu" and not (mp == "bf16" and cpu_bf16_supported()):
+            log.info("--mixed-precision %s ignored on this CPU (bf16 needs AVX512-BF16 or AMX): training in "
+                     "float32", mp)
             mp = "no"
         AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
         # The other processes wait at a barrier while the main one decodes the dev set: allow for a slow one.
@@ -242,7 +252,9 @@ class Trainer:
         self.n_skipped = {k: len(v) for k, v in skipped.items()}
         self.n_clips = sum(len(w.clips) for w in self.windows)
         self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
-                                     with_features=not self.cache_encoder)
+                                     with_features=not self.cache_encoder,
+                                     clipwise=c.pack and c.pack_mode in ("isolated", "clips"),
+                                     isolate=c.pack and c.pack_mode == "isolated")
         fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
         self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
                       len(self.windows), self.n_clips / len(self.windows), 100 * fill)
@@ -358,7 +370,14 @@ class Trainer:
             feats = torch.from_numpy(np.stack([self.dataset.features(i) for i in missing])).to(self.acc.device)
             was_training = encoder.training
             encoder.eval()
-            with torch.no_grad(), self.acc.autocast():
+            isolation = contextlib.nullcontext()
+            if self.dataset.isolate:
+                layouts = [self.dataset[i] for i in missing]
+                isolation = encoder_isolation(
+                    base_model(self.acc.unwrap_model(self.model)),
+                    torch.stack([it["encoder_segments"] for it in layouts]).to(self.acc.device),
+                    torch.stack([it["encoder_positions"] for it in layouts]).to(self.acc.device))
+            with torch.no_grad(), self.acc.autocast(), isolation:
                 hidden = encoder(feats).last_hidden_state
             encoder.train(was_training)
             for i, h in zip(missing, hidden, strict=True):
@@ -366,14 +385,24 @@ class Trainer:
         return torch.stack([self.cache[i] for i in index.tolist()]).to(self.acc.device)
 
     def _forward(self, batch: dict) -> torch.Tensor:
-        dec = batch["decoder_input_ids"].to(self.acc.device)
+        device = self.acc.device
+        kwargs = {"decoder_input_ids": batch["decoder_input_ids"].to(device), "use_cache": False}
         if self.cache_encoder:
-            out = self.model(encoder_outputs=(self._encoder_states(batch["index"]),), decoder_input_ids=dec,
-                             use_cache=False)
+            kwargs["encoder_outputs"] = (self._encoder_states(batch["index"]),)
         else:
-            out = self.model(input_features=batch["input_features"].to(self.acc.device), decoder_input_ids=dec,
-                             use_cache=False)
-        return token_loss(out.logits, batch["targets"].to(self.acc.device))
+            kwargs["input_features"] = batch["input_features"].to(device)
+        masks = contextlib.ExitStack()
+        if "segments" in batch:  # clip-wise targets (kidwhisper.train.clipwise)
+            whisper = base_model(self.acc.unwrap_model(self.model))
+            kwargs["decoder_position_ids"] = batch["decoder_position_ids"].to(device)
+            self_mask, cross_mask = attention_masks(batch["segments"].to(device), batch["frames"].to(device))
+            masks.enter_context(decoder_masks(whisper, self_mask, cross_mask))
+            if "encoder_segments" in batch and not self.cache_encoder:  # cached outputs are isolated already
+                masks.enter_context(encoder_isolation(whisper, batch["encoder_segments"].to(device),
+                                                      batch["encoder_positions"].to(device)))
+        with masks:
+            out = self.model(**kwargs)
+        return token_loss(out.logits, batch["targets"].to(device))
 
     def _step(self, micro_batches: list[dict]) -> float:
         """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss."""
@@ -405,7 +434,10 @@ class Trainer:
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             model.eval()
-            with self.acc.autocast():
+            # CPU: decode in float32, as `kidwhisper evaluate` does (bf16 autocast would also reach the
+            # feature extractor's torch STFT); GPU: the training precision.
+            precision = self.acc.autocast() if self.acc.device.type != "cpu" else contextlib.nullcontext()
+            with precision:
                 wer, truncated = evaluate_dev(model, self.processor, self.dev_audios, self.dev_refs, self.config)
             model.train()
         self.acc.wait_for_everyone()
