@@ -35,13 +35,22 @@ def eval_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+# Result files measured before ``pack_mode`` existed: what their "kidwhisper" rows trained.
+BEFORE_PACK_MODES = {
+    "train_throughput_full.json": "Measured before pack modes existed: its kidwhisper rows are today's "
+                                  "`pack_mode=joined` (one joined transcript per window), in 30 s windows "
+                                  "(and 20 s for kidwhisper-20s). ",
+}
+
+
 def train_table(r: dict, name: str) -> str:
     lines = [
+        f"{BEFORE_PACK_MODES.get(name, '')}"
         f"Training: `{r['command']}` (`bench/results/{name}`): LoRA r=16 on {r['model']}, the same "
         f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then every adapter "
         f"scored on the same {r['n_dev_clips']} kids-dev clips. The plain recipe steps on "
         f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
-        f"packed window(s) per step. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
+        f"packed window(s) per step{pack_options(r)}. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
         f"share of clips whose first word is wrong; *minus plain* is the row's dev WER minus the plain recipe's "
         f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference).",
         "",
@@ -61,6 +70,16 @@ def train_table(r: dict, name: str) -> str:
                      f"{100 * row['dev_wer_guarded']:.1f} | {row['dev_hallucinations']} | "
                      f"{100 * row['dev_first_word_error']:.1f} |")
     return "\n".join(lines)
+
+
+def pack_options(r: dict) -> str:
+    """How the kidwhisper rows packed, from the resolved configs the bench records (newer files only)."""
+    rows = [row for row in r["results"] if "pack" in row]
+    if not rows:
+        return ""
+    text = "; ".join(f"{row['system']}: {row['pack']['mode']}, {row['pack']['seconds']:g} s windows, "
+                     f"{row['pack']['precision']}" for row in rows)
+    return f" ({text})"
 
 
 def reference_run(s: dict) -> str:

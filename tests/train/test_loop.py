@@ -274,3 +274,16 @@ def test_pack_modes_agree_when_every_clip_is_alone(make_config):
 def test_bf16_on_a_cpu_with_native_bf16_trains_and_decodes_dev_in_float32(make_config):
     summary = train(make_config("bf16", mixed_precision="bf16", max_steps=2, eval_every=2))
     assert summary["mixed_precision"] == "bf16" and summary["steps"] == 2 and summary["best_dev_wer"] > 0
+
+
+def test_isolated_packing_trains_the_same_with_gradient_checkpointing(make_config):
+    """Checkpointing recomputes the forward during backward: the packing masks must still be in place then,
+    or the gradients (and so the second step's loss and the weights) would differ."""
+    runs = [make_config(f"ckpt-{on}", gradient_checkpointing=on, max_steps=2, eval_every=2, lr=1e-2)
+            for on in (False, True)]
+    for config in runs:
+        train(config)
+    assert _losses(runs[1]) == pytest.approx(_losses(runs[0]), rel=1e-5)
+    weights = [load_file(str(Path(c.out) / "checkpoints" / "last" / "trainable.safetensors")) for c in runs]
+    for k in weights[0]:
+        torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-5, atol=1e-6)

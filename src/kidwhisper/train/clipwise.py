@@ -1,30 +1,34 @@
-"""Clip-wise targets for packed windows: one encoder pass for ~8 clips, each clip decoded on its own.
+"""Packed windows trained clip by clip: one encoder pass for ~7 clips, each clip seen as if alone.
 
-**Why.** Packing (:mod:`kidwhisper.train.batching`) makes the encoder's 30 s window pay for ~8 clips
-instead of one. With the *joined* transcript as the target, though, the decoder trains on something that
-decoding never shows it: a transcript's start (prompt -> first word) and its end (<|endoftext|>) once per
-window instead of once per clip, and most text tokens at decoder positions 20-400, where a 5-word clip
-never reaches. Measured on kids dev (``bench/train_throughput.py``), that costs 3-6 WER points at equal
-epochs against the plain one-clip-per-window recipe.
+**Why.** Packing (:mod:`kidwhisper.train.batching`) makes one 30 s encoder pass serve ~7 clips instead of
+one. Trained as one window with the *joined* transcript, though, the model learns from a situation that
+decoding never shows it: clips start mid-window after other speech, a transcript's start and end come
+once per window, most text sits at decoder positions a 5-word clip never reaches. At equal epochs that
+cost 3-6 dev WER points against the plain one-clip-per-window recipe (``bench/train_throughput.py``),
+most of it in the encoder: decoding each clip on its own (``clips`` below) won back little, isolating
+the encoder too (``isolated``) won back all of it.
 
-**What.** The encoder still runs once per packed window; only the decoder's view changes. Each clip gets
-its own label sequence (prompt + its text + <|endoftext|>, exactly as an unpacked clip), and the clips
-of one window are laid end to end in one decoder row:
+**Decoder (``clips`` and ``isolated``).** Each clip gets its own label sequence (prompt + its text +
+<|endoftext|>, exactly as an unpacked clip), and the clips of one window are laid end to end in one
+decoder row:
 
 - **positions** restart at 0 for every clip (``decoder_position_ids``), so each clip's text sits where
   an unpacked clip's text sits;
 - **self-attention** is causal *within* a clip and blocked between clips (a block-diagonal causal mask);
-- **cross-attention** of a clip's tokens sees only that clip's encoder frames (with the packing gap
-  after it) and the window's trailing silence, so "which clip" is never ambiguous and the end of the
-  clip is followed by silence, as in a decoded clip padded to 30 s.
+- **cross-attention** of a clip's tokens sees only that clip's encoder frames (its audio and the packing
+  gap after it) and the window's trailing silence, so "which clip" is never ambiguous and the clip is
+  followed by silence, as a decoded clip padded to 30 s is.
 
-The decoder costs a few dozen more tokens per window (one prompt per clip), nothing next to the encoder.
-The encoder frames of a clip still carry its neighbours' context and its offset in the window; that part
-of the packing mismatch remains (``bench/train_throughput.py`` measures what is left).
+**Encoder (``isolated``).** Each clip's frames take positions 0, 1, ... (as if the clip opened the
+window, where decoding puts it) and attend only to themselves and the trailing silence; the silence
+attends to everything, as the padding of a decoded clip attends to the clip (:func:`encoder_isolation`).
+With 25 s windows at least 5 s of silence (250 frames) closes every window.
 
-The masks are injected with forward pre-hooks on the decoder's attention modules
-(:func:`decoder_masks`), because ``WhisperDecoder`` builds its own causal mask and passes no
-cross-attention mask; the model is called as usual, so ``accelerate``/DDP wrapping is unaffected.
+Masks and positions are injected with forward hooks on the attention modules and the encoder's position
+embedding (:func:`decoder_masks`, :func:`encoder_isolation`), because ``WhisperDecoder`` builds its own
+causal mask and passes no cross-attention mask and ``WhisperEncoder`` takes none; the model is called as
+usual, so ``accelerate``/DDP wrapping is unaffected. A window holding one clip trains exactly as without
+any of this (tested), so ``--no-pack`` and ``--pack-single`` windows are plain Whisper windows.
 """
 
 from __future__ import annotations

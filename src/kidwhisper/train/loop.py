@@ -391,18 +391,25 @@ class Trainer:
             kwargs["encoder_outputs"] = (self._encoder_states(batch["index"]),)
         else:
             kwargs["input_features"] = batch["input_features"].to(device)
-        masks = contextlib.ExitStack()
-        if "segments" in batch:  # clip-wise targets (kidwhisper.train.clipwise)
-            whisper = base_model(self.acc.unwrap_model(self.model))
+        if "decoder_position_ids" in batch:
             kwargs["decoder_position_ids"] = batch["decoder_position_ids"].to(device)
-            self_mask, cross_mask = attention_masks(batch["segments"].to(device), batch["frames"].to(device))
-            masks.enter_context(decoder_masks(whisper, self_mask, cross_mask))
-            if "encoder_segments" in batch and not self.cache_encoder:  # cached outputs are isolated already
-                masks.enter_context(encoder_isolation(whisper, batch["encoder_segments"].to(device),
-                                                      batch["encoder_positions"].to(device)))
-        with masks:
-            out = self.model(**kwargs)
+        out = self.model(**kwargs)
         return token_loss(out.logits, batch["targets"].to(device))
+
+    def _pack_hooks(self, batch: dict) -> contextlib.ExitStack:
+        """The attention masks and encoder positions of clip-wise / isolated packing
+        (:mod:`kidwhisper.train.clipwise`) for this batch, held through forward *and* backward (gradient
+        checkpointing recomputes the forward during backward)."""
+        hooks = contextlib.ExitStack()
+        if "segments" in batch:
+            device = self.acc.device
+            whisper = base_model(self.acc.unwrap_model(self.model))
+            self_mask, cross_mask = attention_masks(batch["segments"].to(device), batch["frames"].to(device))
+            hooks.enter_context(decoder_masks(whisper, self_mask, cross_mask))
+            if "encoder_segments" in batch and not self.cache_encoder:  # cached outputs are isolated already
+                hooks.enter_context(encoder_isolation(whisper, batch["encoder_segments"].to(device),
+                                                      batch["encoder_positions"].to(device)))
+        return hooks
 
     def _step(self, micro_batches: list[dict]) -> float:
         """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss."""
@@ -411,7 +418,7 @@ class Trainer:
         n = len(micro_batches)
         for j, batch in enumerate(micro_batches):
             ctx = self.acc.no_sync(self.model) if j < n - 1 else contextlib.nullcontext()
-            with ctx:
+            with ctx, self._pack_hooks(batch):
                 with self.acc.autocast():
                     loss = self._forward(batch)
                 self.acc.backward(loss / n)
