@@ -35,17 +35,21 @@ def eval_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-# Result files measured before ``pack_mode`` existed: what their "kidwhisper" rows trained.
-BEFORE_PACK_MODES = {
+# What the "kidwhisper" rows of result files written before the bench recorded each row's resolved
+# packing and precision (``row["pack"]``) trained, in today's option names.
+EARLIER_DEFAULTS = {
+    "train_throughput.json": "Its `kidwhisper` row ran the defaults before `mixed_precision` became `auto`: "
+                             "`pack_mode=isolated`, 25 s windows, float32; today's default on this CPU "
+                             "(native bf16) is the `kidwhisper-bf16` row. ",
     "train_throughput_full.json": "Measured before pack modes existed: its kidwhisper rows are today's "
                                   "`pack_mode=joined` (one joined transcript per window), in 30 s windows "
-                                  "(and 20 s for kidwhisper-20s). ",
+                                  "(and 20 s for kidwhisper-20s), float32. ",
 }
 
 
 def train_table(r: dict, name: str) -> str:
     lines = [
-        f"{BEFORE_PACK_MODES.get(name, '')}"
+        f"{EARLIER_DEFAULTS.get(name, '') if not any('pack' in row for row in r['results']) else ''}"
         f"Training: `{r['command']}` (`bench/results/{name}`): LoRA r=16 on {r['model']}, the same "
         f"{r['n_train_clips']} kids-train clips for {r['epochs']} epochs at lr {r['lr']:g}, then every adapter "
         f"scored on the same {r['n_dev_clips']} kids-dev clips. The plain recipe steps on "

@@ -108,10 +108,12 @@ def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path
     sub = write_manifest(clips, out / "train-subset" / "manifest.jsonl")
     kw = dict(model=model, train=str(sub), dev=dev_manifest, out=str(out / "run"), strategy="lora", epochs=epochs,
               batch_size=batch_size, lr=LR, patience=None, eval_every=10**6, dev_max_clips=8, progress=False)
-    s = train(TrainConfig(**{**kw, **options}))
+    config = TrainConfig(**{**kw, **options})
+    s = train(config)
     return {"train_seconds": s["train_seconds"], "clips": s.get("clips_seen", len(clips) * epochs),
             "steps": s.get("steps"), "windows_per_epoch": s["n_windows"], "clips_per_window": s.get("clips_per_window"),
-            "options": options}
+            "options": options, "pack": {"mode": config.pack_mode, "seconds": config.pack_seconds,
+                                         "precision": s["mixed_precision"]}}
 
 
 def parse_variant(text: str) -> tuple[str, dict]:

@@ -33,7 +33,7 @@ def make_config(tiny_model_dir, kids_manifests, tmp_path):
 
     def make(name: str = "run", **kw) -> TrainConfig:
         opts = dict(model=str(tiny_model_dir), train=str(train_m), dev=str(dev_m), out=str(tmp_path / name),
-                    batch_size=1, epochs=2, progress=False)
+                    batch_size=1, epochs=2, progress=False, mixed_precision="no")  # exact comparisons
         return TrainConfig(**{**opts, **kw})
 
     return make
@@ -270,10 +270,11 @@ def test_pack_modes_agree_when_every_clip_is_alone(make_config):
     assert train(make_config("lora-isolated", max_steps=1, eval_every=1))["steps"] == 1  # default, encoder trains
 
 
-@pytest.mark.skipif(not loop.cpu_bf16_supported(), reason="this CPU has no native bf16")
-def test_bf16_on_a_cpu_with_native_bf16_trains_and_decodes_dev_in_float32(make_config):
-    summary = train(make_config("bf16", mixed_precision="bf16", max_steps=2, eval_every=2))
-    assert summary["mixed_precision"] == "bf16" and summary["steps"] == 2 and summary["best_dev_wer"] > 0
+def test_mixed_precision_auto_is_bf16_only_where_native(make_config):
+    summary = train(make_config("auto", mixed_precision="auto", max_steps=2, eval_every=2))
+    assert summary["mixed_precision"] == ("bf16" if loop.cpu_bf16_supported() else "no")
+    assert summary["steps"] == 2 and summary["best_dev_wer"] > 0  # dev decoded (in float32) after bf16 steps
+    assert TrainConfig(model="m", train="t", dev="d", out="o").mixed_precision == "auto"
 
 
 def test_isolated_packing_trains_the_same_with_gradient_checkpointing(make_config):

@@ -55,7 +55,7 @@ DEFAULT_LR = {"lora": 1e-3, "lora-decoder": 1e-3, "lora-encoder": 1e-3, "full": 
               "decoder": 1e-5}
 DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is given
 DEVICES = ("auto", "cpu", "cuda", "mps")
-MIXED_PRECISION = ("no", "bf16", "fp16")
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PACK_MODES = ("isolated", "clips", "joined")
 MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
 
@@ -99,8 +99,10 @@ class TrainConfig:
     dev-WER evaluations (None = once per epoch; the last step is always evaluated); every evaluation also
     writes the resumable checkpoint, and ``save_every`` adds checkpoints in between. patience: evaluations
     without a dev-WER improvement before stopping (None = never stop early). dev_max_clips: decode only a
-    seeded random subset of the dev set (faster evaluations). mixed_precision: bf16/fp16 autocast on GPU;
-    bf16 also on a CPU with native bf16 (AVX512-BF16 or AMX), otherwise ignored on CPU (with a log line).
+    seeded random subset of the dev set (faster evaluations). mixed_precision: ``auto`` (default) = bf16 autocast where
+    the hardware does bf16 natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), float32
+    elsewhere; ``bf16``/``fp16`` ask for it (fp16 on GPU only; ignored with a log line where unsupported);
+    ``no`` = float32. Dev WER is decoded in float32 on CPU either way.
     spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings. num_workers: DataLoader worker processes computing log-mel features.
     """
 
@@ -121,7 +123,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     seed: int = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     spec_augment: bool = False
     mask_time_prob: float = 0.05

@@ -208,6 +208,11 @@ class Trainer:
 
         device = resolve_device(self.config.device)
         mp = self.config.mixed_precision
+        if mp == "auto":
+            native = (cpu_bf16_supported() if device.type == "cpu"
+                      else device.type == "cuda" and torch.cuda.is_bf16_supported())
+            mp = "bf16" if native else "no"
+            log.info("--mixed-precision auto: %s on %s", mp if native else "float32", device.type)
         if mp != "no" and device.type == "cpu" and not (mp == "bf16" and cpu_bf16_supported()):
             log.info("--mixed-precision %s ignored on this CPU (bf16 needs AVX512-BF16 or AMX): training in "
                      "float32", mp)
