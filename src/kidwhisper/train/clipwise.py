@@ -141,13 +141,19 @@ def _as_bias(mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> tor
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
+def _compute_dtype(whisper, device: torch.device) -> torch.dtype:
+    """The dtype attention runs in: the autocast dtype inside autocast, else the weights' dtype."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return next(whisper.parameters()).dtype
+
+
 @contextlib.contextmanager
 def decoder_masks(whisper, self_mask: torch.Tensor, cross_mask: torch.Tensor) -> Iterator[None]:
     """Within the block, every decoder layer of ``whisper`` (a WhisperForConditionalGeneration, also
     inside a PEFT wrapper) uses these attention masks instead of its own causal mask / no mask."""
     implementation = whisper.config._attn_implementation
-    dtype = torch.get_autocast_dtype(self_mask.device.type) if torch.is_autocast_enabled(self_mask.device.type) \
-        else next(whisper.parameters()).dtype
+    dtype = _compute_dtype(whisper, self_mask.device)
     masks = {"self_attn": _as_bias(self_mask, implementation, dtype),
              "encoder_attn": _as_bias(cross_mask, implementation, dtype)}
     if implementation not in ("sdpa", "eager"):
@@ -184,8 +190,7 @@ def encoder_isolation(whisper, segments: torch.Tensor, positions: torch.Tensor) 
     implementation = whisper.config._attn_implementation
     same = segments[:, :, None] == segments[:, None, :]
     allowed = same | (segments[:, None, :] < 0) | (segments[:, :, None] < 0)
-    dtype = torch.get_autocast_dtype(segments.device.type) if torch.is_autocast_enabled(segments.device.type) \
-        else next(whisper.parameters()).dtype
+    dtype = _compute_dtype(whisper, segments.device)
     mask = _as_bias(allowed[:, None], implementation, dtype)
 
     def embed_hook(module, args, output):
