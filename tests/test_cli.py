@@ -15,7 +15,7 @@ def run(*args, env=None):
 
 def test_help_lists_every_stage():
     out = run("--help").stdout
-    for name in ("models", "prepare", "evaluate", "train", "compare", "transcribe", "export", "run"):
+    for name in ("models", "recipe", "prepare", "evaluate", "train", "compare", "transcribe", "export", "run"):
         assert name in out
 
 

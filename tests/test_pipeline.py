@@ -53,6 +53,16 @@ def test_run_config_rejects_misplaced_options(tmp_path):
         load_run_config(tmp_path / "c.yaml")
 
 
+def test_run_without_the_data_says_how_to_build_it(tmp_path):
+    """`--data` overrides the config's `data:`; a missing set names the recipe that builds it."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "quick.yaml"
+    r = subprocess.run([sys.executable, "-m", "kidwhisper", "run", str(config), "--data", str(tmp_path / "nope"),
+                        "--out", str(tmp_path / "run"), "-q"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert f"{tmp_path / 'nope' / 'speechocean762-kids' / 'train'}: not found" in r.stderr
+    assert "kidwhisper recipe speechocean762 CORPUS_DIR OUT_DIR" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_shipped_configs_load():
     from kidwhisper.train.config import TrainConfig
 

@@ -99,6 +99,35 @@ def cmd_prepare(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------ recipe
+def _recipe_args(p):
+    from kidwhisper.data.recipes import RECIPES
+
+    p.add_argument("name", choices=sorted(RECIPES), help="the public corpus to build the data sets from")
+    p.add_argument("corpus_dir", help="the corpus as downloaded and unpacked (for speechocean762: train/, test/, WAVE/)")
+    p.add_argument("output_dir", help="where the Kaldi sets, prepared/<set>/ and recipe_report.json are written")
+    p.add_argument("--prepare", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run `kidwhisper prepare` on each set into OUTPUT_DIR/prepared/ (default: yes)")
+    p.add_argument("--jobs", type=int, default=None, help="prepare's worker processes (default: all cores)")
+    p.add_argument("--split", help="JSON file with each set's speakers (default: the split shipped with kidwhisper)")
+
+
+@command("recipe", "public corpus -> the exact data sets of kidwhisper's results (Kaldi dirs + prepared)")
+@_args(_recipe_args)
+def cmd_recipe(args) -> int:
+    from kidwhisper.data.recipes import RECIPES
+
+    build, config_cls = RECIPES[args.name]
+    kw = {k: getattr(args, k) for k in ("prepare", "jobs", "split") if getattr(args, k) is not None}
+    report = build(args.corpus_dir, args.output_dir, config_cls(progress=not args.quiet, **kw))
+    summary = {name: {k: s[k] for k in ("speakers", "utterances", "minutes")} for name, s in report["sets"].items()}
+    print(json.dumps({"sets": summary, "left_out": {k: report["left_out"][k] for k in ("speakers", "utterances")},
+                      "identical_to_published": report["identical_to_published"],
+                      "prepared": {k: v["dir"] for k, v in report["prepared"].items()},
+                      "report": report["outputs"]["report"]}, indent=2))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- evaluate
 EVAL_FLAGS = ["model", "adapter", "data", "out", "language", "batch_size", "beam_size", "max_new_tokens", "device", "limit",
               "backend", "compute_type"]
@@ -252,6 +281,7 @@ def cmd_export(args) -> int:
 def _run_args(p):
     p.add_argument("config", help="run config YAML (configs/quick.yaml, configs/reference.yaml)")
     p.add_argument("--out", help="override the config's output directory")
+    p.add_argument("--data", help="override the config's `data:` (e.g. OUT_DIR of `kidwhisper recipe speechocean762`)")
 
 
 @command("run", "the whole job from one config: prepare -> baseline -> train -> evaluate -> compare")
@@ -259,7 +289,7 @@ def _run_args(p):
 def cmd_run(args) -> int:
     from kidwhisper.pipeline import load_run_config, run
 
-    cfg = load_run_config(args.config, {"out": args.out, "progress": False if args.quiet else None})
+    cfg = load_run_config(args.config, {"out": args.out, "data": args.data, "progress": False if args.quiet else None})
     run(cfg)
     report = Path(cfg.out) / "report" / "report.md"
     if report.exists():
@@ -297,6 +327,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
         errors.append(PrepareError)
     except ImportError:
         pass
+    from kidwhisper.data.recipes import RecipeError
+
+    errors.append(RecipeError)
     return tuple(errors)
 
 

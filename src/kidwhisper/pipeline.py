@@ -25,7 +25,8 @@ class RunConfig:
     """One whole job.
 
     out: output directory. data: root of the raw corpora; ``train_set``, ``dev_set`` and the values of
-    ``test_sets`` are corpus directories relative to it (anything ``kidwhisper prepare`` reads).
+    ``test_sets`` are corpus directories relative to it (anything ``kidwhisper prepare`` reads). The
+    OUT_DIR of ``kidwhisper recipe speechocean762`` holds the same set directories as ``../shared/data``.
     limit_*: evaluate/train on a seeded random subset of that many clips (None = all).
     baseline_languages: decoding languages for the stock model (``auto`` reproduces the broken setup).
     train: options of ``kidwhisper train`` (TrainConfig fields except model/train/dev/out).
@@ -78,7 +79,12 @@ def _prepare(cfg: RunConfig, name: str, rel: str, limit: int | None) -> Path:
 
     out = Path(cfg.out) / "data" / name
     if not (out / "manifest.jsonl").exists():
-        prepare(Path(cfg.data) / rel, out, PrepareConfig(progress=cfg.progress))
+        source = Path(cfg.data) / rel
+        if not source.exists():
+            raise ConfigError(f"{source}: not found; `data:` ({cfg.data}) must be the directory that holds {rel}. "
+                              f"Build the speechocean762 sets with `kidwhisper recipe speechocean762 CORPUS_DIR "
+                              f"OUT_DIR` and pass `--data OUT_DIR` (or set `data: OUT_DIR` in the run config)")
+        prepare(source, out, PrepareConfig(progress=cfg.progress))
     return _subset(out / "manifest.jsonl", limit, Path(cfg.out) / "data", cfg.seed)
 
 
