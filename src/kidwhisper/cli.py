@@ -79,9 +79,16 @@ def cmd_models(args) -> int:
 
 # ----------------------------------------------------------------------------------------- prepare
 def _prepare_args(p):
-    p.add_argument("input", help="corpus directory or manifest file (kaldi | manifest | sidecar | segments)")
+    p.add_argument("input", help="corpus directory, manifest file, Hugging Face dataset (save_to_disk dir, "
+                                 "parquet/arrow, Hub id) or lhotse manifest (kaldi | manifest | sidecar | segments | "
+                                 "hf | lhotse)")
     p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written")
-    p.add_argument("--format", choices=["auto", "kaldi", "manifest", "sidecar", "segments"], default=None)
+    p.add_argument("--format", choices=["auto", "kaldi", "manifest", "sidecar", "segments", "hf", "lhotse"],
+                   default=None)
+    p.add_argument("--split", default=None, help="split of a Hugging Face dataset or lhotse manifest directory "
+                                                 "(default: the only one)")
+    p.add_argument("--text-column", dest="text_column", default=None,
+                   help="transcript column of a Hugging Face dataset or manifest (default: found by name)")
     p.add_argument("--min-duration", dest="min_duration", type=float, default=None, help="seconds (default 0.3)")
     p.add_argument("--max-duration", dest="max_duration", type=float, default=None, help="seconds, <= 30 (default 30)")
     p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
@@ -92,7 +99,8 @@ def _prepare_args(p):
 def cmd_prepare(args) -> int:
     from kidwhisper.data.prepare import PrepareConfig, prepare
 
-    kw = {k: getattr(args, k) for k in ("format", "min_duration", "max_duration", "jobs") if getattr(args, k) is not None}
+    kw = {k: getattr(args, k) for k in ("format", "split", "text_column", "min_duration", "max_duration", "jobs")
+          if getattr(args, k) is not None}
     report = prepare(args.input, args.output_dir, PrepareConfig(progress=not args.quiet, **kw))
     print(json.dumps({k: report[k] for k in report if k in ("kept", "skipped_total", "total_minutes", "n_speakers")
                       or k.startswith("input")}, indent=2, default=str))

@@ -350,7 +350,7 @@ def test_unreadable_input_raises_prepare_error(tmp_path, layout, fmt, match):
 @pytest.mark.parametrize(
     "options, match",
     [({"max_duration": 31}, "--max-duration"), ({"min_duration": 30}, "--min-duration"),
-     ({"jobs": -1}, "--jobs"), ({"format": "lhotse"}, "--format"), ({"audio_format": "mp3"}, "--audio-format")],
+     ({"jobs": -1}, "--jobs"), ({"format": "webdataset"}, "--format"), ({"audio_format": "mp3"}, "--audio-format")],
 )
 def test_config_validation_names_the_flag(options, match):
     with pytest.raises(ValueError, match=match):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from kidwhisper.data.readers import (
     REASON_NOT_UTF8,
     REASON_PIPED,
     InputError,
+    ReadOptions,
     detect_format,
     read_input,
     read_kaldi,
@@ -167,3 +169,40 @@ def test_detect_format(tmp_path):
     _touch(tmp_path / "empty" / "readme.md")
     with pytest.raises(InputError, match="cannot detect the corpus layout.*pass --format"):
         detect_format(tmp_path / "empty")
+
+
+def test_text_column_names_the_transcript_column_of_a_manifest(tmp_path):
+    csv_path = _touch(tmp_path / "m.csv", "path,prompt,notes\na.wav,HELLO,loud\n")
+    (item,), _ = read_manifest_file(csv_path, text_column="Prompt")
+    assert (item.audio, item.text) == (tmp_path / "a.wav", "HELLO")
+    with pytest.raises(InputError, match=r"--text-column 'said' is not among the columns \['notes', 'path', 'prompt'\]"):
+        read_manifest_file(csv_path, text_column="said")
+
+
+def test_detect_hugging_face_and_lhotse_layouts(tmp_path):
+    sup = {"id": "u1", "recording_id": "r1", "start": 0.5, "duration": 1.0, "channel": 0, "text": "HI"}
+    rec = {"id": "r1", "sources": [{"type": "file", "channels": [0], "source": "r1.wav"}], "sampling_rate": 16000,
+           "num_samples": 16000, "duration": 1.0}
+    lhotse_dir = tmp_path / "lhotse"
+    _touch(lhotse_dir / "kids_supervisions_test.jsonl", json.dumps(sup) + "\n")
+    with gzip.open(_touch(lhotse_dir / "kids_recordings_test.jsonl.gz"), "wt") as f:
+        f.write(json.dumps(rec) + "\n")
+    ours = _touch(tmp_path / "prepared" / "manifest.jsonl", json.dumps(
+        {"id": "u1", "audio": "clips/u1.flac", "duration": 1.0, "text": "HI", "source": {"start": 0.5}}) + "\n")
+    assert detect_format(lhotse_dir) == "lhotse"
+    assert detect_format(lhotse_dir / "kids_supervisions_test.jsonl") == "lhotse"
+    assert detect_format(lhotse_dir / "kids_recordings_test.jsonl.gz") == "lhotse"
+    assert detect_format(ours) == "manifest"
+    assert detect_format(_touch(tmp_path / "kids.parquet")) == "hf"
+    assert detect_format(_touch(tmp_path / "snapshot" / "data" / "test-00000-of-00001.arrow")) == "hf"
+    assert detect_format(tmp_path / "snapshot") == "hf"
+    _touch(tmp_path / "saved" / "dataset_dict.json", '{"splits": ["test"]}')
+    assert detect_format(tmp_path / "saved") == "hf"
+
+
+def test_split_and_text_column_are_refused_where_they_do_not_apply(tmp_path):
+    kaldi = _kaldi_dir(tmp_path)
+    with pytest.raises(InputError, match=r"--split applies to Hugging Face datasets and lhotse manifests"):
+        read_input(kaldi, options=ReadOptions(split="test"))
+    with pytest.raises(InputError, match=r"--text-column applies to Hugging Face datasets and manifests"):
+        read_input(kaldi, options=ReadOptions(text_column="prompt"))

@@ -1,5 +1,8 @@
 """``kidwhisper prepare``: any supported corpus layout -> 16 kHz mono clips + a JSONL manifest + a report.
 
+Layouts: Kaldi data directories, manifests, sidecar trees, recordings with time-aligned transcripts,
+Hugging Face datasets and lhotse manifests (:mod:`kidwhisper.data.readers`).
+
 Steps: read the layout (:mod:`kidwhisper.data.readers`), check ids and transcripts in this process, then
 convert audio in worker processes (one task per clip, or per recording for segmented layouts, so a long
 recording is opened once), and write::
@@ -8,6 +11,9 @@ recording is opened once), and write::
     OUTPUT_DIR/clips/<id>.flac       16 kHz mono 16-bit (or .wav with audio_format="wav")
     OUTPUT_DIR/prepare_report.json   counts, skips by reason (with files/ids), fixes by kind, hours, speakers, ages
     OUTPUT_DIR/prepare_config.json   the resolved PrepareConfig
+
+Audio held inside the input (a Hugging Face dataset's embedded bytes, lhotse recordings that lhotse must
+decode) is first written to ``OUTPUT_DIR/.staging/``, which is deleted when prepare ends.
 
 Every bad utterance is either fixed and counted (``fixes``) or skipped with its reason (``skipped``),
 never silently dropped. Policies:
@@ -26,6 +32,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import unicodedata
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
@@ -39,9 +46,9 @@ import numpy as np
 from tqdm import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
-from kidwhisper.data import readers, segment
+from kidwhisper.data import readers, readers_lhotse, segment
 from kidwhisper.data.manifest import MANIFEST_NAME, Clip, atomic_write_text, read_manifest, write_manifest
-from kidwhisper.data.readers import FORMATS, InputError, RawItem, Skip, read_input
+from kidwhisper.data.readers import FORMATS, InputError, RawItem, ReadOptions, Skip, read_input
 from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,7 @@ log = logging.getLogger(__name__)
 REPORT_NAME = "prepare_report.json"
 CONFIG_NAME = "prepare_config.json"
 CLIPS_DIR = "clips"
+STAGING_DIR = ".staging"  # audio embedded in the input, as files; removed when prepare ends
 SILENCE_PEAK = 1e-4  # full scale = 1.0; below this peak (about 3 LSB of 16-bit audio) a clip is silent
 LIST_LIMIT = 1000  # ids/files listed per reason or fix in the report (the counts are always complete)
 
@@ -83,6 +91,9 @@ HINTS = {  # the fix to suggest for each skip reason (in the report)
     readers.REASON_PIPED: "run the command once and list the resulting audio file in wav.scp",
     readers.REASON_BAD_LINE: "fix the line (see detail)",
     readers.REASON_BAD_TRANSCRIPT_FILE: "fix the time-aligned transcript (see detail)",
+    readers_lhotse.REASON_UNSUPPORTED_SOURCE: "make the recording's source an audio file (see detail)",
+    readers_lhotse.REASON_MIXED_CUT: "pass the cuts before mixing/padding (e.g. from CutSet.from_manifests)",
+    readers_lhotse.REASON_LHOTSE_LOAD: "check the recording with lhotse (see detail), or convert it to a file",
     segment.REASON_BAD_SPAN: "fix the segment times",
     segment.REASON_BEYOND_END: "check that the transcript belongs to this recording",
 }
@@ -97,7 +108,9 @@ class PrepareError(ValueError):
 class PrepareConfig:
     """Options of ``kidwhisper prepare`` (each field is the flag of the same name)."""
 
-    format: Literal["auto", "kaldi", "manifest", "sidecar", "segments"] = "auto"  # corpus layout
+    format: Literal["auto", "kaldi", "manifest", "sidecar", "segments", "hf", "lhotse"] = "auto"  # corpus layout
+    split: str | None = None  # split of a Hugging Face dataset / lhotse manifest dir; None = the only one
+    text_column: str | None = None  # transcript column of a Hugging Face dataset or manifest; None = by name
     min_duration: float = 0.3  # seconds; shorter clips are skipped ("too short")
     max_duration: float = MAX_CLIP_SECONDS  # seconds; longer clips are skipped; at most Whisper's 30 s window
     jobs: int = 0  # worker processes for audio conversion, 0 = all available cores
@@ -363,7 +376,7 @@ def _count(values: list[str], durations: list[float] | None = None) -> dict[str,
     return {k: round(v, 2) for k, v in sorted(totals.items())}
 
 
-def _report(input_path: Path, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
+def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
             fixes: dict[str, list[str]], config: PrepareConfig, workers: int, out: Path) -> dict:
     by_reason: dict[str, dict] = {}
     for skip in skips:
@@ -376,7 +389,7 @@ def _report(input_path: Path, fmt: str, n_input: int, items: list[RawItem], clip
     speakers = [c.speaker if c.speaker is not None else "unknown" for c in clips]
     durations = [c.duration for c in clips]
     return {
-        "input": {"path": str(input_path), "format": fmt, "utterances": n_input,
+        "input": {"path": input_path, "format": fmt, "utterances": n_input,
                   "recordings": len({i.audio for i in items})},
         "kept": len(clips),
         "skipped": {"total": len(skips), "by_reason": dict(sorted(by_reason.items()))},
@@ -414,20 +427,26 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise PrepareError(f"{out}: output exists and is not a directory; pass a directory for OUTPUT_DIR")
+    staging = out / STAGING_DIR
+    shutil.rmtree(staging, ignore_errors=True)  # left over by a killed run
+    options = ReadOptions(config.split, config.text_column, staging, config.progress)
     try:
-        fmt, items, skips = read_input(input, config.format)
-    except InputError as e:
-        raise PrepareError(str(e)) from e
-    except OSError as e:
-        raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
-    n_input = len(items) + len(skips)
-    fixes: dict[str, list[str]] = defaultdict(list)
-    usable = _check_items(items, skips, fixes)
+        try:
+            fmt, items, skips = read_input(input, config.format, options)
+        except InputError as e:
+            raise PrepareError(str(e)) from e
+        except OSError as e:
+            raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
+        n_input = len(items) + len(skips)
+        fixes: dict[str, list[str]] = defaultdict(list)
+        usable = _check_items(items, skips, fixes)
 
-    clips_dir = out / CLIPS_DIR
-    clips_dir.mkdir(parents=True, exist_ok=True)
-    settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
-    outcomes, workers = _run(_tasks(usable), settings, config)
+        clips_dir = out / CLIPS_DIR
+        clips_dir.mkdir(parents=True, exist_ok=True)
+        settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
+        outcomes, workers = _run(_tasks(usable), settings, config)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
     by_id = {o.id: o for o in outcomes}
     clips: list[Clip] = []
@@ -440,10 +459,10 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
             fixes[kind].append(item.id)
         clips.append(Clip(item.id, f"{CLIPS_DIR}/{item.id}.{config.audio_format}", o.duration, item.text,
                           item.speaker, item.age, item.gender,
-                          {"path": str(item.audio), "start": o.start, "end": o.end}))
+                          {"path": item.source or str(item.audio), "start": o.start, "end": o.end}))
     _remove_stale(clips_dir, {Path(c.audio).name for c in clips})
     resolved = replace(config, format=fmt)  # type: ignore[arg-type]
-    report = _report(Path(input).expanduser().resolve(), fmt, n_input, items, clips, skips, fixes, resolved,
+    report = _report(_input_name(input), fmt, n_input, items, clips, skips, fixes, resolved,
                      workers, out)
     _log_skips(skips)
     reasons = ", ".join(f"{r}: {e['count']}" for r, e in report["skipped"]["by_reason"].items()) or "none"
@@ -460,6 +479,12 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
     log.info("prepare: kept %d of %d utterances (%.1f min, %d speakers) -> %s; skipped: %s", len(clips), n_input,
              report["duration"]["minutes"], report["speakers"]["count"], out / MANIFEST_NAME, reasons)
     return report
+
+
+def _input_name(input: str | Path) -> str:
+    """The input as the report records it: an absolute path, or a Hub id as given."""
+    path = Path(input).expanduser().resolve()
+    return str(path) if path.exists() else str(input)
 
 
 def _json(obj: object) -> str:

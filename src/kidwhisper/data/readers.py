@@ -6,8 +6,11 @@ read (no audio entry, transcript not UTF-8, piped command, unparseable transcrip
 read text files; audio is checked later by :mod:`kidwhisper.data.prepare`. Text is not cleaned here.
 
 Layouts (``--format``): ``kaldi`` (:func:`read_kaldi`), ``manifest`` (:func:`read_manifest_file`),
-``sidecar`` (:func:`read_sidecar`), ``segments`` (:func:`read_segments`); :func:`detect_format` picks
-one for ``--format auto``.
+``sidecar`` (:func:`read_sidecar`), ``segments`` (:func:`read_segments`), ``hf`` (Hugging Face datasets,
+:mod:`kidwhisper.data.readers_hf`) and ``lhotse`` (:mod:`kidwhisper.data.readers_lhotse`);
+:func:`detect_format` picks one for ``--format auto``. Those two readers may write audio to
+``ReadOptions.staging_dir`` (bytes embedded in a dataset, recordings only lhotse can decode) and point the
+item there.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aiff", "
 SIDECAR_EXTENSIONS = (".txt", ".lab")  # clip.txt (or HTK/MFA clip.lab) beside clip.wav
 SEGMENT_EXTENSIONS = (".textgrid", ".srt", ".vtt", ".csv", ".tsv")  # preference order, lower case
 MANIFEST_EXTENSIONS = (".jsonl", ".csv", ".tsv")
-FORMATS = ("kaldi", "manifest", "sidecar", "segments")
+FORMATS = ("kaldi", "manifest", "sidecar", "segments", "hf", "lhotse")
 
 REASON_NOT_UTF8 = "transcript is not UTF-8"
 REASON_NO_AUDIO_ENTRY = "no audio for transcript"
@@ -56,6 +59,17 @@ class RawItem:
     age: float | None = None
     gender: str | None = None
     origin: str = ""  # "file:line" the item came from, for messages
+    source: str | None = None  # recorded as the clip's source when ``audio`` is a staged copy
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader needs besides the input path (``kidwhisper prepare`` flags, and where to stage audio)."""
+
+    split: str | None = None  # dataset split to read (hf, lhotse); None = the only one
+    text_column: str | None = None  # transcript column (hf, manifest); None = found by name
+    staging_dir: Path | None = None  # where audio embedded in the input is written as files (hf, lhotse)
+    progress: bool = False  # tqdm bar while reading rows (hf, lhotse)
 
 
 @dataclass
@@ -220,7 +234,7 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
 
 # --------------------------------------------------------------------------- manifest
 
-_COLUMNS = {
+COLUMN_ALIASES = {  # manifest column -> accepted names, in preference order
     "id": ("id", "utt_id", "utterance_id", "uttid", "utt", "key"),
     "audio": ("audio", "path", "file", "wav", "audio_path", "audio_filepath", "file_name", "filename",
               "wav_path", "audio_file", "filepath"),
@@ -232,6 +246,17 @@ _COLUMNS = {
     "start": ("start", "start_time", "begin", "offset"),
     "end": ("end", "end_time", "stop"),
 }
+
+
+def match_columns(names: Iterable[str], text_column: str | None = None) -> dict[str, str | None]:
+    """{field: the column holding it, or None} for the fields of :data:`COLUMN_ALIASES`, matched by name
+    case-insensitively; ``text_column`` (``--text-column``) names the transcript column explicitly."""
+    names = list(names)
+    keys = {k.lower(): k for k in names}
+    columns = {key: next((keys[a] for a in aliases if a in keys), None) for key, aliases in COLUMN_ALIASES.items()}
+    if text_column is not None:
+        columns["text"] = text_column if text_column in names else keys.get(text_column.lower())
+    return columns
 
 
 def _find_manifest(directory: Path) -> Path:
@@ -264,11 +289,11 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, object] | None, str]]:
         yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}, ""
 
 
-def read_manifest_file(path: Path) -> tuple[list[RawItem], list[Skip]]:
+def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list[RawItem], list[Skip]]:
     """A table with one utterance per row: JSONL, CSV (with header) or TSV (with header).
 
     Columns are found by common names: audio (``audio``, ``path``, ``file``, ``wav``, ``audio_filepath``,
-    ``file_name``...) and text (``text``, ``transcript``, ``sentence``...) are required; ``id``,
+    ``file_name``...) and text (``text``, ``transcript``, ``sentence``..., or ``text_column``) are required; ``id``,
     ``speaker``, ``age``, ``gender``, ``start``/``offset`` and ``end`` (or NeMo's ``offset`` +
     ``duration``) are optional. Audio paths are absolute or relative to the manifest's directory (or its
     ``clips/`` folder, as in Common Voice). Without an id column the id comes from the audio path
@@ -288,11 +313,13 @@ def read_manifest_file(path: Path) -> tuple[list[RawItem], list[Skip]]:
             continue
         first = columns is None
         if first or path.suffix.lower() == ".jsonl":  # JSONL rows may each carry other keys
-            keys = {k.lower(): k for k in row}
-            columns = {key: next((keys[a] for a in aliases if a in keys), None) for key, aliases in _COLUMNS.items()}
+            columns = match_columns(row, text_column)
             if columns["audio"] is None or columns["text"] is None:
                 message = (f"no audio and text columns among {sorted(row)}; name them e.g. 'audio' "
-                           f"({'/'.join(_COLUMNS['audio'][:4])}...) and 'text' ({'/'.join(_COLUMNS['text'][:4])}...)")
+                           f"({'/'.join(COLUMN_ALIASES['audio'][:4])}...) and 'text' "
+                           f"({'/'.join(COLUMN_ALIASES['text'][:4])}...), or pass --text-column NAME")
+                if text_column is not None and columns["text"] is None:
+                    message = f"--text-column {text_column!r} is not among the columns {sorted(row)}"
                 if first:
                     raise InputError(f"{origin}: {message}")
                 skips.append(Skip(REASON_BAD_LINE, origin, message))
@@ -438,24 +465,38 @@ READERS: dict[str, Reader] = {"kaldi": read_kaldi, "manifest": read_manifest_fil
 def detect_format(path: str | Path) -> str:
     """Guess the layout of ``path`` for ``--format auto``; raises InputError naming the fix.
 
-    A file: ``.jsonl/.csv/.tsv`` -> manifest, an audio file -> segments (transcript beside it). A
-    directory: ``text`` + ``wav.scp`` -> kaldi; audio files with same-stem ``.txt``/``.lab`` -> sidecar;
-    with same-stem ``.TextGrid/.srt/.vtt/.csv/.tsv`` -> segments (the more common pairing wins); exactly
-    one top-level ``.jsonl/.csv/.tsv`` -> manifest.
+    A file: ``.parquet/.arrow`` -> hf; ``.jsonl``/``.jsonl.gz`` whose first record is a lhotse cut,
+    recording or supervision -> lhotse; other ``.jsonl/.csv/.tsv`` -> manifest; an audio file -> segments
+    (transcript beside it). A directory: ``text`` + ``wav.scp`` -> kaldi; a ``save_to_disk`` directory
+    -> hf; lhotse manifests -> lhotse; audio files with same-stem ``.txt``/``.lab`` -> sidecar; with
+    same-stem ``.TextGrid/.srt/.vtt/.csv/.tsv`` -> segments (the more common pairing wins); parquet/arrow
+    files -> hf; exactly one top-level ``.jsonl/.csv/.tsv`` -> manifest.
     """
+    from kidwhisper.data.readers_hf import HF_FILE_EXTENSIONS, is_save_to_disk
+    from kidwhisper.data.readers_lhotse import is_lhotse_manifest, lhotse_manifests
+
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: input not found; pass a Kaldi data dir, a manifest file or a folder of audio")
     if p.is_file():
         suffix = p.suffix.lower()
+        if suffix in HF_FILE_EXTENSIONS:
+            return "hf"
+        if is_lhotse_manifest(p):
+            return "lhotse"
         if suffix in MANIFEST_EXTENSIONS:
             return "manifest"
         if suffix in AUDIO_EXTENSIONS:
             return "segments"
         raise InputError(f"{p}: cannot tell the layout of a {suffix or 'suffix-less'} file; pass a manifest "
-                         f"(.jsonl/.csv/.tsv), a Kaldi data directory or a folder of audio")
+                         f"(.jsonl/.csv/.tsv), a Kaldi data directory, a folder of audio, a Hugging Face dataset "
+                         f"(.parquet/.arrow/save_to_disk directory) or a lhotse manifest (.jsonl.gz)")
     if (p / "text").is_file() and (p / "wav.scp").is_file():
         return "kaldi"
+    if is_save_to_disk(p):
+        return "hf"
+    if lhotse_manifests(p):
+        return "lhotse"
     audio = _walk(p, AUDIO_EXTENSIONS)
     sidecar = sum(_sibling(a, SIDECAR_EXTENSIONS) is not None for a in audio)
     segments = sum(_sibling(a, SEGMENT_EXTENSIONS) is not None for a in audio)
@@ -463,6 +504,8 @@ def detect_format(path: str | Path) -> str:
         return "sidecar"
     if segments:
         return "segments"
+    if _walk(p, HF_FILE_EXTENSIONS):
+        return "hf"
     stems = {a.with_suffix("") for a in audio}
     tables = [f for f in p.iterdir() if f.is_file() and f.suffix.lower() in MANIFEST_EXTENSIONS
               and f.with_suffix("") not in stems and not f.name.startswith(".")]
@@ -470,18 +513,42 @@ def detect_format(path: str | Path) -> str:
         return "manifest"
     raise InputError(f"{p}: cannot detect the corpus layout ({len(audio)} audio files, {sidecar} with a .txt, "
                      f"{segments} with a TextGrid/.srt/.vtt/.csv, {len(tables)} manifest tables); pass "
-                     f"--format kaldi|manifest|sidecar|segments")
+                     f"--format {'|'.join(FORMATS)}")
 
 
-def read_input(path: str | Path, fmt: str = "auto") -> tuple[str, list[RawItem], list[Skip]]:
-    """Detect (if ``fmt == "auto"``) and read ``path`` -> (format, items, skips)."""
+def read_input(path: str | Path, fmt: str = "auto", options: ReadOptions | None = None
+               ) -> tuple[str, list[RawItem], list[Skip]]:
+    """Detect (if ``fmt == "auto"``) and read ``path`` -> (format, items, skips).
+
+    ``path`` may also be a Hugging Face Hub dataset id (``owner/name``) that is not a local path.
+    """
+    from kidwhisper.data.readers_hf import looks_like_hub_id, read_hf
+
+    options = options or ReadOptions()
     p = Path(path).expanduser().resolve()
+    if not p.exists() and fmt in ("auto", "hf") and looks_like_hub_id(str(path)):
+        return "hf", *read_hf(str(path), options)
     if not p.exists():
         raise InputError(f"{path}: input not found; pass a Kaldi data dir, a manifest file or a folder of audio")
     if fmt == "auto":
         fmt = detect_format(p)
         log.info("%s: detected the %s layout", p, fmt)
-    if fmt not in READERS:
+    if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}; use --format auto|{'|'.join(FORMATS)}")
-    items, skips = READERS[fmt](p)
+    if options.split is not None and fmt not in ("hf", "lhotse"):
+        raise InputError(f"{p}: --split applies to Hugging Face datasets and lhotse manifests, not the {fmt} "
+                         f"layout; drop --split (or pass --format hf|lhotse)")
+    if options.text_column is not None and fmt not in ("hf", "manifest"):
+        raise InputError(f"{p}: --text-column applies to Hugging Face datasets and manifests, not the {fmt} "
+                         f"layout; drop --text-column")
+    if fmt == "hf":
+        items, skips = read_hf(p, options)
+    elif fmt == "lhotse":
+        from kidwhisper.data.readers_lhotse import read_lhotse
+
+        items, skips = read_lhotse(p, options)
+    elif fmt == "manifest":
+        items, skips = read_manifest_file(p, options.text_column)
+    else:
+        items, skips = READERS[fmt](p)
     return fmt, items, skips
