@@ -144,22 +144,25 @@ class Window:
 
 def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multilingual: bool, language: str = "en",
                   pack: bool = True, max_seconds: float = 30.0, gap: float = 0.2, seed: int = 0,
-                  single_fraction: float = 0.0) -> tuple[list[Window], dict[str, list[int]]]:
+                  single_fraction: float = 0.0, stretch: float = 1.0) -> tuple[list[Window], dict[str, list[int]]]:
     """Windows for training and the clip indices skipped by reason (never dropped silently).
 
     With ``pack``, a seeded ``single_fraction`` of the kept clips get a window of their own (listed
-    first) and the rest are packed; without it every clip is alone anyway.
+    first) and the rest are packed; without it every clip is alone anyway. ``stretch`` (>= 1) plans for
+    clips that augmentation may lengthen by that factor (:attr:`kidwhisper.train.augment.ClipAugment.stretch`):
+    windows and the length limit use the stretched durations; a window's ``spans`` stay the unstretched ones.
     """
     prefix = len(label_ids(tokenizer, "", multilingual, language)) - 1
     budget = MAX_LABEL_TOKENS - prefix - 1 - LABEL_TOKEN_MARGIN
     targets = [target_text(t) for t in texts]
     counts = [text_token_count(tokenizer, t) for t in targets]
     durations = [len(a) / SAMPLE_RATE for a in audios]
+    planned = [d * stretch for d in durations]
     limit = max_seconds if pack else N_SAMPLES / SAMPLE_RATE
     skipped: dict[str, list[int]] = {"empty transcript": [], f"longer than {limit:g} s": [],
                                      f"more than {budget} label tokens": []}
     kept = []
-    for i, (t, n, d) in enumerate(zip(targets, counts, durations, strict=True)):
+    for i, (t, n, d) in enumerate(zip(targets, counts, planned, strict=True)):
         if not t:
             skipped["empty transcript"].append(i)
         elif d > limit + _EPS:
@@ -174,7 +177,7 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
         singles = [kept[j] for j in sorted(chosen)]
         rest = [i for j, i in enumerate(kept) if j not in chosen]
         groups = [[i] for i in singles] + [[rest[j] for j in g] for g in pack_clips(
-            [durations[i] for i in rest], max_seconds, gap, seed, [counts[i] for i in rest], budget)]
+            [planned[i] for i in rest], max_seconds, gap, seed, [counts[i] for i in rest], budget)]
     else:
         groups = [[i] for i in kept]
     windows = []
@@ -182,13 +185,19 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
         labels = label_ids(tokenizer, " ".join(targets[i] for i in g), multilingual, language)
         if len(labels) > MAX_LABEL_TOKENS:
             raise ValueError(f"window of clips {g} has {len(labels)} label tokens > {MAX_LABEL_TOKENS}")
-        spans, t = [], 0.0
-        for i in g:
-            spans.append((t, t + durations[i]))
-            t += durations[i] + gap
+        spans = clip_spans([durations[i] for i in g], gap)
         windows.append(Window(g, labels, spans[-1][1], [label_ids(tokenizer, targets[i], multilingual, language)
                                                         for i in g] if len(g) > 1 else [labels], spans))
     return windows, {k: v for k, v in skipped.items() if v}
+
+
+def clip_spans(durations: Sequence[float], gap: float) -> list[tuple[float, float]]:
+    """(start, end) seconds of clips of ``durations`` played one after another with ``gap`` s between."""
+    spans, t = [], 0.0
+    for d in durations:
+        spans.append((t, t + d))
+        t += d + gap
+    return spans
 
 
 def window_audio(audios: list[np.ndarray], clips: list[int], gap: float) -> np.ndarray:
@@ -205,11 +214,16 @@ def window_audio(audios: list[np.ndarray], clips: list[int], gap: float) -> np.n
 
 class WindowDataset(torch.utils.data.Dataset):
     """Window ``i`` -> {"index", "labels", and unless ``with_features=False`` "input_features" [80, 3000];
-    with ``clipwise`` also "clip_labels" and "frames" (:func:`kidwhisper.train.clipwise.clip_frames`)}."""
+    with ``clipwise`` also "clip_labels" and "frames" (:func:`kidwhisper.train.clipwise.clip_frames`)}.
+
+    With ``augment`` (:class:`kidwhisper.train.augment.ClipAugment`) every clip is perturbed for the current
+    :attr:`epoch` before it is joined into its window, the clip spans follow the perturbed durations, and
+    log-mels are computed anew every time (no cache).
+    """
 
     def __init__(self, windows: list[Window], audios: list[np.ndarray], feature_extractor, gap: float = 0.2,
                  with_features: bool = True, clipwise: bool = False, isolate: bool = False,
-                 cache_bytes: int = FEATURE_CACHE_BYTES):
+                 cache_bytes: int = FEATURE_CACHE_BYTES, augment=None):
         self.windows = windows
         self.audios = audios
         self.feature_extractor = feature_extractor
@@ -217,18 +231,21 @@ class WindowDataset(torch.utils.data.Dataset):
         self.with_features = with_features
         self.clipwise = clipwise
         self.isolate = isolate
+        self.augment = augment if augment is not None and augment.active else None
+        self.epoch = 0  # set by the training loop before each epoch's DataLoader is made
         # Log-mels are computed once per window and kept (every epoch after the first reuses them) when all
         # windows fit in ``cache_bytes`` (80 mel bins x 3000 frames of float32 = 0.96 MB a window).
         self.cache: dict[int, np.ndarray] | None = (
-            {} if with_features and len(windows) * feature_extractor.feature_size * N_FRAMES * 4 <= cache_bytes else None)
+            {} if with_features and self.augment is None and len(windows) * feature_extractor.feature_size * N_FRAMES * 4 <= cache_bytes else None)
 
     def __len__(self) -> int:
         return len(self.windows)
 
-    def features(self, i: int) -> np.ndarray:
+    def features(self, i: int, wave: np.ndarray | None = None) -> np.ndarray:
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        wave = window_audio(self.audios, self.windows[i].clips, self.gap)
+        if wave is None:
+            wave = window_audio(self.audios, self.windows[i].clips, self.gap)
         feats = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
         if self.cache is not None:
             self.cache[i] = feats
@@ -237,13 +254,19 @@ class WindowDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         w = self.windows[i]
         item = {"index": i, "labels": w.labels}
+        spans, seconds, wave = w.spans, w.seconds, None
+        if self.augment is not None:
+            parts = [self.augment(self.audios[j], self.epoch, j) for j in w.clips]
+            spans = clip_spans([len(p) / SAMPLE_RATE for p in parts], self.gap)
+            seconds = spans[-1][1]
+            wave = window_audio(parts, list(range(len(parts))), self.gap)
         if self.clipwise:
             item["clip_labels"] = w.clip_labels
-            item["frames"] = clip_frames(w.spans, w.seconds, self.gap)
+            item["frames"] = clip_frames(spans, seconds, self.gap)
             if self.isolate:
-                item["encoder_segments"], item["encoder_positions"] = encoder_layout(item["frames"], w.seconds)
+                item["encoder_segments"], item["encoder_positions"] = encoder_layout(item["frames"], seconds)
         if self.with_features:
-            item["input_features"] = self.features(i)
+            item["input_features"] = self.features(i, wave)
         return item
 
 

@@ -103,7 +103,9 @@ class TrainConfig:
     the hardware does bf16 natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), float32
     elsewhere; ``bf16``/``fp16`` ask for it (fp16 on GPU only; ignored with a log line where unsupported);
     ``no`` = float32. Dev WER is decoded in float32 on CPU either way.
-    spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings. num_workers: DataLoader worker processes computing log-mel features.
+    spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings.
+    speed_perturb, pitch_perturb: waveform augmentation of every training clip before packing, seeded by
+    (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented. num_workers: DataLoader worker processes computing log-mel features.
     """
 
     model: str
@@ -130,6 +132,8 @@ class TrainConfig:
     mask_time_length: int = 10
     mask_feature_prob: float = 0.0
     mask_feature_length: int = 10
+    speed_perturb: float = 0.0  # max relative speed change per clip and epoch (0.1: x0.9-1.1); 0 = off
+    pitch_perturb: float = 0.0  # max pitch shift in semitones per clip and epoch (tempo kept); 0 = off
     pack: bool = True
     pack_seconds: float = 25.0  # leaves >= 5 s of silence at the end of every window
     pack_gap: float = 0.2  # seconds of silence between packed clips
@@ -190,6 +194,10 @@ class TrainConfig:
         for name in ("mask_time_prob", "mask_feature_prob"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"`--{name.replace('_', '-')}` must be in [0, 1]; got {getattr(self, name)}")
+        if not 0 <= self.speed_perturb < 0.5:
+            raise ConfigError(f"`--speed-perturb` must be in [0, 0.5) (0.1 means speeds 0.9-1.1); got {self.speed_perturb}")
+        if not 0 <= self.pitch_perturb <= 12:
+            raise ConfigError(f"`--pitch-perturb` must be in [0, 12] semitones; got {self.pitch_perturb}")
         if self.num_workers < 0:
             raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
         if not self.language or not self.language.isalpha():
@@ -210,6 +218,11 @@ class TrainConfig:
     @property
     def is_lora(self) -> bool:
         return self.strategy in LORA_STRATEGIES
+
+    @property
+    def augments(self) -> bool:
+        """Whether training clips are perturbed (their encoder input changes every epoch)."""
+        return self.speed_perturb > 0 or self.pitch_perturb > 0
 
     @property
     def frozen_encoder(self) -> bool:

@@ -62,6 +62,7 @@ from kidwhisper.data.manifest import (
 from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.models.load import load_model, resolve_device
 from kidwhisper.train import batching
+from kidwhisper.train.augment import ClipAugment
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
 from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
@@ -246,9 +247,10 @@ class Trainer:
         if not clips:
             raise ConfigError(f"--train {c.train}: the manifest has no clips")
         audios = load_clip_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
+        augment = ClipAugment(c.speed_perturb, c.pitch_perturb, c.seed)
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed,
-                                              c.pack_single)
+                                              c.pack_single, augment.stretch)
         for reason, idx in skipped.items():
             self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason,
                              [clips[i].id for i in idx[:5]])
@@ -259,7 +261,10 @@ class Trainer:
         self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
                                      with_features=not self.cache_encoder,
                                      clipwise=c.pack and c.pack_mode in ("isolated", "clips"),
-                                     isolate=c.pack and c.pack_mode == "isolated")
+                                     isolate=c.pack and c.pack_mode == "isolated", augment=augment)
+        if augment.active:
+            self.log.info("augmenting training clips: speed x%.2f-%.2f, pitch +-%.1f semitones (log-mels "
+                          "computed every epoch)", 1 - c.speed_perturb, 1 + c.speed_perturb, c.pitch_perturb)
         fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
         self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
                       len(self.windows), self.n_clips / len(self.windows), 100 * fill)
@@ -296,9 +301,9 @@ class Trainer:
         self.multilingual = is_multilingual(net)
         model = apply_strategy(net, c.strategy, c.lora)
         self.counts = parameter_count(model)
-        self.cache_encoder = c.frozen_encoder and not c.spec_augment
-        if c.frozen_encoder and c.spec_augment:
-            self.log.info("--spec-augment changes the encoder input every step: encoder outputs are not cached")
+        self.cache_encoder = c.frozen_encoder and not c.spec_augment and not c.augments
+        if c.frozen_encoder and not self.cache_encoder:
+            self.log.info("augmentation changes the encoder input every step: encoder outputs are not cached")
         self.cache: dict[int, torch.Tensor] = {}
         self._load_data(self.processor.tokenizer, self.multilingual)
 
@@ -482,6 +487,7 @@ class Trainer:
             batches = rank_batches(s["order"], c.batch_size, self.world, self.rank)
             groups = [batches[i : i + c.grad_accum] for i in range(0, len(batches), c.grad_accum)]
             start = s["step_in_epoch"]
+            self.dataset.epoch = epoch
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=[b for g in groups[start:] for b in g], collate_fn=collate,
                 num_workers=c.num_workers, generator=torch.Generator().manual_seed(c.seed))
