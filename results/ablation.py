@@ -1,0 +1,148 @@
+"""Write the accuracy ablation (results/ablation/ablation.json) and its README table from committed files.
+
+Rows are the training runs copied to ``results/ablation/<row>/`` by ``results/ablation.sh`` (their
+``summary.json``, ``train_config.yaml`` and evaluations). Every row is paired with the previous reference
+(``results/tuned/whisper-base-lora``, the committed adapter) on kids dev, clip by clip, with a speaker-
+bootstrap 95 % CI; rows evaluated on kids test and adults test also show those WERs, adults paired with the
+stock model. Replaces the text between ``<!-- ablation:start`` and ``<!-- ablation:end -->`` in README.md.
+
+    python results/ablation.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from kidwhisper.report.render import paired_eval_difference
+
+ROOT = Path(__file__).resolve().parents[1]
+ABLATION = ROOT / "results" / "ablation"
+REFERENCE = ROOT / "results" / "tuned" / "whisper-base-lora"
+BASELINE = ROOT / "results" / "baseline" / "whisper-base-en"
+SETS = ("kids-dev", "kids-test", "adults-test")
+
+
+def _wer(eval_dir: Path) -> dict | None:
+    f = eval_dir / "summary.json"
+    if not f.is_file():
+        return None
+    s = json.loads(f.read_text())
+    w = s["wer"][s.get("headline") or "whisper"]
+    return {"wer": w["wer"], "ci": [w["ci_low"], w["ci_high"]], "n_utts": s["n_utts"],
+            "hallucinations": s["flags"]["hallucination"], "truncated": s.get("n_truncated", 0),
+            "beam_size": s["decoding"]["beam_size"]}
+
+
+def _paired(a: Path, b: Path) -> list[float] | None:
+    if not (a / "utterances.jsonl").is_file() or not (b / "utterances.jsonl").is_file():
+        return None
+    return list(paired_eval_difference(a, b))
+
+
+def recipe(cfg: dict) -> str:
+    """The options that tell the rows apart, in flag form."""
+    parts = [cfg["strategy"]]
+    if cfg["strategy"].startswith("lora"):
+        lora = cfg["lora"]
+        parts.append(f"r={lora['r']} alpha={lora['alpha']}")
+    parts.append(f"lr {cfg['lr']:g}, {cfg['epochs']} epochs, {cfg['batch_size']} windows/step")
+    parts.append(f"{cfg['pack_mode']} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")
+    if cfg.get("spec_augment"):
+        parts.append("SpecAugment")
+    if cfg.get("speed_perturb"):
+        parts.append(f"speed x{1 - cfg['speed_perturb']:g}-{1 + cfg['speed_perturb']:g}")
+    if cfg.get("pitch_perturb"):
+        parts.append(f"pitch +-{cfg['pitch_perturb']:g} st")
+    return ", ".join(parts)
+
+
+def row(name: str, run: Path, label: str | None = None) -> dict:
+    summary = json.loads((run / "summary.json").read_text())
+    cfg = yaml.safe_load((run / "train_config.yaml").read_text())
+    out = {"row": name, "recipe": label or recipe(cfg), "trainable_params": summary["trainable_params"],
+           "trainable_pct": summary["trainable_pct"], "best_dev_wer_in_training": summary["best_dev_wer"],
+           "best_step": summary["best_step"], "steps": summary["steps"],
+           "train_minutes": round(summary["train_seconds"] / 60, 1),
+           "wall_minutes": round(summary["wall_seconds"] / 60, 1), "clips_per_s": summary["clips_per_s"],
+           "mixed_precision": summary.get("mixed_precision")}
+    for s in SETS:
+        out[s] = _wer(run / s)
+        out[f"{s}-beam5"] = _wer(run / f"{s}-beam5")
+    out["kids-dev_minus_reference"] = _paired(run / "kids-dev", REFERENCE / "kids-dev")
+    out["kids-test_minus_reference"] = _paired(run / "kids-test", REFERENCE / "kids-test")
+    out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
+    out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
+    return out
+
+
+def collect() -> dict:
+    rows = [row("reference", REFERENCE, "committed reference adapter: " + recipe(
+        yaml.safe_load((REFERENCE / "train_config.yaml").read_text())))]
+    rows += [row(d.name, d) for d in sorted(ABLATION.iterdir()) if (d / "summary.json").is_file()]
+    stock = {s: _wer(BASELINE / s) for s in SETS}
+    stock["kids-dev-beam5"] = _wer(BASELINE / "kids-dev-beam5")
+    stock["kids-dev-beam5_minus_greedy"] = _paired(BASELINE / "kids-dev-beam5", BASELINE / "kids-dev")
+    return {"reference": str(REFERENCE.relative_to(ROOT)), "stock": stock, "rows": rows,
+            "command": "bash results/ablation.sh (then python results/ablation.py)"}
+
+
+def _pct(w: dict | None) -> str:
+    return "-" if w is None else f"{100 * w['wer']:.1f} ({100 * w['ci'][0]:.1f}-{100 * w['ci'][1]:.1f})"
+
+
+def _diff(d: list[float] | None) -> str:
+    if d is None:
+        return "-"
+    text = f"{100 * d[0]:+.1f} ({100 * d[1]:+.1f} to {100 * d[2]:+.1f})"
+    return f"**{text}**" if d[1] > 0 or d[2] < 0 else text
+
+
+def table(r: dict) -> str:
+    stock = r["stock"]
+    lines = [
+        "Each row trains whisper-base on the 1040 kids-train clips (`configs/ablation/<row>.yaml`) and keeps the "
+        "checkpoint with the best kids-dev WER; WER is Whisper-normalized, in %, greedy, with its speaker-bootstrap "
+        "95 % CI. *vs reference* is the row's WER minus the committed reference adapter's on the same clips "
+        "(paired 95 % CI; bold where it excludes 0). Kids test and adults test are scored only for the final "
+        f"candidates. Stock whisper-base: kids dev {_pct(stock['kids-dev'])}, kids test {_pct(stock['kids-test'])}, "
+        f"adults test {_pct(stock['adults-test'])}. Times are on this machine's 2 CPU cores, several runs sharing "
+        "them (see the notes below the table).",
+        "",
+        "| row | recipe | trainable params | kids-dev WER % | vs reference, points | kids-test WER % | "
+        "adults-test WER % | adults vs stock, points | train min | clips/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for x in r["rows"]:
+        lines.append(
+            f"| {x['row']} | {x['recipe']} | {x['trainable_params'] / 1e6:.2f} M ({x['trainable_pct']:.1f} %) | "
+            f"{_pct(x['kids-dev'])} | {'-' if x['row'] == 'reference' else _diff(x['kids-dev_minus_reference'])} | "
+            f"{_pct(x['kids-test'])} | {_pct(x['adults-test'])} | {_diff(x['adults-test_minus_stock'])} | "
+            f"{x['train_minutes']:.0f} | {x['clips_per_s']:.2f} |")
+    beams = [(x["row"], x["kids-dev-beam5"], x["kids-dev-beam5_minus_greedy"]) for x in r["rows"]
+             if x["kids-dev-beam5"]]
+    if stock["kids-dev-beam5"]:
+        beams.insert(0, ("stock whisper-base", stock["kids-dev-beam5"], stock["kids-dev-beam5_minus_greedy"]))
+    if beams:
+        lines += ["", "Beam search (5 beams) against greedy decoding of the same model on kids dev:", "",
+                  "| model | kids-dev WER %, 5 beams | minus greedy, points |", "|---|---:|---:|"]
+        lines += [f"| {name} | {_pct(w)} | {_diff(d)} |" for name, w, d in beams]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    r = collect()
+    ABLATION.mkdir(parents=True, exist_ok=True)
+    (ABLATION / "ablation.json").write_text(json.dumps(r, indent=2) + "\n")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if "<!-- ablation:start" in text:
+        start = text.index("-->", text.index("<!-- ablation:start")) + 3
+        end = text.index("<!-- ablation:end -->")
+        readme.write_text(text[:start] + "\n" + table(r) + "\n" + text[end:])
+
+
+if __name__ == "__main__":
+    main()

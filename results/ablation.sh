@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The accuracy ablation: train every configs/ablation/<row>.yaml (skipped when its run already finished),
+# copy its log/summary/config/curve to results/ablation/<row>/, evaluate its best-dev weights on kids dev
+# (every row; greedy) and, for the rows given with --final, on kids test and adults test, then write
+# results/ablation/ablation.json and the README's ablation table (results/ablation.py).
+# Run results/baselines.sh first (it prepares data/).
+# Usage: bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+final=(); beams=(); mode=""
+for a in "$@"; do
+  case "$a" in --final) mode=final ;; --beams) mode=beams ;; *) [ "$mode" = final ] && final+=("$a"); [ "$mode" = beams ] && beams+=("$a") ;; esac
+done
+evaluate() {  # OUT_DIR [extra evaluate flags]; model in ARGS, set in SET
+  local out=$1; shift
+  [ -f "$out/summary.json" ] || kidwhisper evaluate "${ARGS[@]}" --data "data/$SET" --out "$out" -q "$@"
+}
+ARGS=(--model whisper-base)  # beam search for the stock model too, when asked for row "whisper-base"
+for f in "${beams[@]}"; do
+  if [ "$f" = whisper-base ]; then SET=kids-dev; evaluate results/baseline/whisper-base-en/kids-dev-beam5 --beam-size 5; fi
+done
+for cfg in configs/ablation/*.yaml; do
+  row=$(basename "$cfg" .yaml)
+  RUN=runs/ablation/$row
+  if [ ! -f "$RUN/summary.json" ]; then
+    if [ -d "$RUN/checkpoints" ]; then kidwhisper train --config "$cfg" -q --resume; else kidwhisper train --config "$cfg" -q; fi
+  fi
+  OUT=results/ablation/$row
+  mkdir -p "$OUT"
+  cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "$OUT/"
+  if [ -d "$RUN/adapter" ]; then ARGS=(--model whisper-base --adapter "$RUN/adapter"); else ARGS=(--model "$RUN/model"); fi
+  SET=kids-dev; evaluate "$OUT/kids-dev"
+  for f in "${final[@]}"; do
+    if [ "$f" = "$row" ]; then for SET in kids-test adults-test; do evaluate "$OUT/$SET"; done; fi
+  done
+  for f in "${beams[@]}"; do
+    if [ "$f" = "$row" ]; then SET=kids-dev; evaluate "$OUT/kids-dev-beam5" --beam-size 5; fi
+  done
+done
+python results/strip_references.py results  # the corpus transcripts stay out of the repository
+python results/ablation.py
