@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from kidwhisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from kidwhisper.data.manifest import REASON_EMPTY_AUDIO
 from kidwhisper.train.clipwise import clip_frames, collate_clipwise, encoder_layout
 
 log = logging.getLogger(__name__)
@@ -156,11 +157,13 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
     counts = [text_token_count(tokenizer, t) for t in targets]
     durations = [len(a) / SAMPLE_RATE for a in audios]
     limit = max_seconds if pack else N_SAMPLES / SAMPLE_RATE
-    skipped: dict[str, list[int]] = {"empty transcript": [], f"longer than {limit:g} s": [],
+    skipped: dict[str, list[int]] = {REASON_EMPTY_AUDIO: [], "empty transcript": [], f"longer than {limit:g} s": [],
                                      f"more than {budget} label tokens": []}
     kept = []
     for i, (t, n, d) in enumerate(zip(targets, counts, durations, strict=True)):
-        if not t:
+        if d == 0:  # never train on silence standing in for audio that did not decode
+            skipped[REASON_EMPTY_AUDIO].append(i)
+        elif not t:
             skipped["empty transcript"].append(i)
         elif d > limit + _EPS:
             skipped[f"longer than {limit:g} s"].append(i)
