@@ -80,7 +80,8 @@ def cmd_models(args) -> int:
 # ----------------------------------------------------------------------------------------- prepare
 def _prepare_args(p):
     p.add_argument("input", help="corpus directory or manifest file (kaldi | manifest | sidecar | segments)")
-    p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written")
+    p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written (a new "
+                                      "directory or an earlier prepare output, outside the input)")
     p.add_argument("--format", choices=["auto", "kaldi", "manifest", "sidecar", "segments"], default=None)
     p.add_argument("--min-duration", dest="min_duration", type=float, default=None, help="seconds (default 0.3)")
     p.add_argument("--max-duration", dest="max_duration", type=float, default=None, help="seconds, <= 30 (default 30)")
