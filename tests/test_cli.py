@@ -74,6 +74,19 @@ def test_prepare_cli_error_names_the_input(tmp_path):
     assert "missing" in r.stderr
 
 
+def test_prepare_cli_refuses_an_output_dir_that_overlaps_the_input(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(str(tmp_path / "a.wav"), 0.5 * np.sin(np.arange(16000) / 5), 16000, subtype="PCM_16")
+    (tmp_path / "a.txt").write_text("HELLO")
+    before = (tmp_path / "a.wav").read_bytes()
+    r = run("prepare", str(tmp_path), str(tmp_path), "-q")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"OUTPUT_DIR {tmp_path} is the input {tmp_path}; " in r.stderr and "pass a new directory" in r.stderr
+    assert (tmp_path / "a.wav").read_bytes() == before and not (tmp_path / "clips").exists()
+
+
 def test_transcribe_cli_srt(kids_test_clips):
     r = run("transcribe", "--model", "whisper-tiny.en", "--format", "srt", str(kids_test_clips[0][1]), "-q")
     assert r.returncode == 0, r.stderr[-2000:]

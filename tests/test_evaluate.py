@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -64,3 +65,27 @@ def test_ct2_backend_decodes_like_torch(kids_manifest, tmp_path):
 def test_compute_type_needs_ct2_backend():
     with pytest.raises(ValueError, match="--compute-type applies to --backend ct2"):
         EvalConfig(model="m", data="d", out="o", compute_type="int8")
+
+
+def test_corrupt_or_empty_clips_are_skipped_and_counted_not_decoded(kids_test_clips, tiny_model_dir, tmp_path,
+                                                                     caplog):
+    import numpy as np
+    import soundfile as sf
+
+    from kidwhisper.data.manifest import Clip, write_manifest
+
+    (tmp_path / "noise.flac").write_bytes(np.random.default_rng(0).bytes(20000))  # opens, decodes to 0 samples
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    good = [Clip(u, str(p), sf.info(str(p)).duration, t, speaker="s") for u, p, t in kids_test_clips[:2]]
+    clips = [good[0], Clip("noise", "noise.flac", 2.0, "RANDOM BYTES", speaker="s"),
+             Clip("empty", "empty.wav", 1.0, "NOTHING", speaker="s"), good[1]]
+    manifest = write_manifest(clips, tmp_path / "manifest.jsonl")
+    with caplog.at_level(logging.WARNING, logger="kidwhisper"):
+        summary = evaluate(EvalConfig(model=str(tiny_model_dir), data=str(manifest), out=str(tmp_path / "eval"),
+                                      batch_size=2, max_new_tokens=8, progress=False))
+    assert f"skipped clip noise (unreadable or corrupt audio): {tmp_path / 'noise.flac'}" in caplog.text
+    lines = [json.loads(x) for x in (tmp_path / "eval" / "utterances.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in lines] == [good[0].id, good[1].id] and summary["n_utts"] == 2
+    assert summary["n_skipped"] == {"unreadable or corrupt audio": 1, "empty audio (no samples)": 1}
+    assert summary["skipped_ids"] == {"unreadable or corrupt audio": ["noise"], "empty audio (no samples)": ["empty"]}
+    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n_skipped"] == summary["n_skipped"]

@@ -28,7 +28,9 @@ class AudioError(ValueError):
 def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -> tuple[np.ndarray, int]:
     """Read a file (any format libsndfile knows, else PyAV) -> (float32 array [frames, channels], rate).
 
-    ``start``/``end`` in seconds select a region without decoding the whole file where possible.
+    ``start``/``end`` in seconds select a region without decoding the whole file where possible. A file
+    neither decoder can read, or one PyAV opens but decodes to no audio at all (random bytes named
+    ``.flac`` do that), raises AudioError: it is corrupt or not audio, never an empty recording.
     """
     path = Path(path)
     if not path.exists():
@@ -48,8 +50,8 @@ def read_audio(path: str | Path, start: float = 0.0, end: float | None = None) -
         try:
             return _read_with_av(path, start, end)
         except Exception as av_error:
-            raise AudioError(f"{path}: cannot decode audio ({sf_error}; {av_error}); convert it to "
-                             f"WAV/FLAC, e.g. `ffmpeg -i {path.name} out.wav`") from av_error
+            raise AudioError(f"{path}: unreadable or corrupt audio (libsndfile: {sf_error}; PyAV: {av_error}); "
+                             f"re-export or convert it to WAV/FLAC, e.g. `ffmpeg -i {path.name} out.wav`") from av_error
 
 
 def _read_with_av(path: Path, start: float, end: float | None) -> tuple[np.ndarray, int]:
@@ -68,7 +70,9 @@ def _read_with_av(path: Path, start: float, end: float | None) -> tuple[np.ndarr
                 frames.append(arr.T)
             else:
                 frames.append(arr.reshape(-1, len(frame.layout.channels)))
-    data = np.concatenate(frames, axis=0) if frames else np.zeros((0, 1), np.float32)
+    if not frames or not sr:
+        raise ValueError("no audio frames decoded (the file is corrupt or not audio)")
+    data = np.concatenate(frames, axis=0)
     first = int(round(start * sr))
     last = len(data) if end is None else min(int(round(end * sr)), len(data))
     return data[first:last], sr

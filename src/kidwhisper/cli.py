@@ -82,7 +82,8 @@ def _prepare_args(p):
     p.add_argument("input", help="corpus directory, manifest file, Hugging Face dataset (save_to_disk dir, "
                                  "parquet/arrow, Hub id) or lhotse manifest (kaldi | manifest | sidecar | segments | "
                                  "hf | lhotse)")
-    p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written")
+    p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written (a new "
+                                      "directory or an earlier prepare output, outside the input)")
     p.add_argument("--format", choices=["auto", "kaldi", "manifest", "sidecar", "segments", "hf", "lhotse"],
                    default=None)
     p.add_argument("--split", default=None, help="split of a Hugging Face dataset or lhotse manifest directory "

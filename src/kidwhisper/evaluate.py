@@ -8,6 +8,8 @@ see :mod:`kidwhisper.text` and :mod:`kidwhisper.metrics`.
 Writes ``OUT/utterances.jsonl`` (one line per clip: reference, hypothesis, normalized texts, error
 counts, flags), ``OUT/summary.json`` (WER with a speaker-bootstrap 95 % CI, breakdowns, flags, model,
 decoding options, versions, manifest hash, wall time, real-time factor) and ``OUT/eval_config.yaml``.
+A clip whose audio is corrupt or holds no samples is not decoded: it is skipped with a warning and
+counted by reason in ``n_skipped`` (ids in ``skipped_ids``), never scored as silence.
 A token-budget guard (``GUARD_TOKENS_PER_SECOND`` x duration + ``GUARD_SLACK_TOKENS``) is applied after
 the fact and reported separately under ``guarded``; the headline is always WER as decoded.
 """
@@ -27,7 +29,7 @@ from kidwhisper.config import package_versions, save_config
 from kidwhisper.data.manifest import (
     ManifestError,
     atomic_write_text,
-    load_clip_audios,
+    load_usable_audios,
     manifest_hash,
     read_manifest,
 )
@@ -109,7 +111,11 @@ def evaluate(config: EvalConfig) -> dict:
         raise ManifestError(f"{manifest}: no clips to evaluate")
     log.info("evaluating %s%s on %d clips of %s (language=%s)", config.model,
              f" + {config.adapter}" if config.adapter else "", len(clips), manifest, config.language)
-    audios = load_clip_audios(clips, manifest, config.progress)
+    loaded = load_usable_audios(clips, manifest, config.progress)
+    clips, audios = loaded.clips, loaded.audios
+    if not clips:
+        raise ManifestError(f"{manifest}: no clip has usable audio (skipped: {loaded.n_skipped}); re-export "
+                            f"the files or prepare the corpus again with `kidwhisper prepare`")
     if config.backend == "ct2":
         from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
         from kidwhisper.models.load import load_processor
@@ -159,6 +165,8 @@ def evaluate(config: EvalConfig) -> dict:
              cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
     summary["languages"] = _count([d.language or "none" for d in decoded])
     summary["n_truncated"] = sum(d.truncated for d in decoded)
+    summary["n_skipped"] = loaded.n_skipped  # clips not decoded: {reason: count}, ids under skipped_ids
+    summary["skipped_ids"] = loaded.skipped
     summary.update({
         "model": config.model,
         "adapter": config.adapter,
@@ -209,6 +217,8 @@ def format_summary(summary: dict) -> str:
     f = summary["flags"]
     rows.append(("hallucinations / empty / non-English", f"{f['hallucination']} / {f['empty']} / {f['non_english']}", ""))
     rows.append(("utterances (speakers)", f"{summary['n_utts']} ({summary['n_speakers']})", ""))
+    for reason, n in summary.get("n_skipped", {}).items():
+        rows.append((f"clips skipped ({reason})", str(n), ""))
     rows.append(("real-time factor", f"{summary['rtf']:.3f}", ""))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows)

@@ -204,6 +204,19 @@ def test_corrupt_audio_is_skipped(tmp_path, tone, write_audio, kids_dev):
     assert entry["items"][1]["file"].endswith("noise.wav") and "ffmpeg" in entry["fix"]
 
 
+def test_random_bytes_flac_is_reported_as_corrupt_not_as_zero_length(tmp_path, tone, write_audio):
+    src = _sidecar(tmp_path / "in", write_audio, {"good": (tone(), 16000, "GOOD")})
+    (src / "noise.flac").write_bytes(np.random.default_rng(0).bytes(20000))  # libsndfile refuses, PyAV decodes 0 frames
+    (src / "noise.txt").write_text("RANDOM BYTES")
+    report, clips = _prepare(src, tmp_path / "out")
+    assert set(clips) == {"good"} and _skipped(report) == {"unreadable or corrupt audio": ["noise"]}
+    entry = report["skipped"]["by_reason"]["unreadable or corrupt audio"]
+    assert entry["count"] == 1 and "re-export" in entry["fix"]
+    (item,) = entry["items"]
+    assert item["file"] == str(src / "noise.flac")
+    assert "noise.flac: unreadable or corrupt audio" in item["detail"] and "convert it" in item["detail"]
+
+
 def test_missing_audio_is_skipped(tmp_path, tone, write_audio):
     write_audio(tmp_path / "a.wav", tone())
     (tmp_path / "list.csv").write_text("path,text\na.wav,HERE\ngone/b.wav,NOT HERE\n")
@@ -272,9 +285,9 @@ def test_unsafe_ids_are_made_file_name_safe(tmp_path, tone, write_audio):
 
 
 def test_segments_beyond_the_recording_or_too_long_are_skipped(tmp_path, tone, write_audio):
-    write_audio(tmp_path / "rec.flac", tone(40.0))
-    (tmp_path / "rec.csv").write_text("0,2,OK\n38,45,BEYOND\n41,42,AFTER THE END\n2,35,TOO LONG\n39.5,40.01,EDGE\n")
-    report, clips = _prepare(tmp_path, tmp_path / "out")
+    write_audio(tmp_path / "in" / "rec.flac", tone(40.0))
+    (tmp_path / "in" / "rec.csv").write_text("0,2,OK\n38,45,BEYOND\n41,42,AFTER THE END\n2,35,TOO LONG\n39.5,40.01,EDGE\n")
+    report, clips = _prepare(tmp_path / "in", tmp_path / "out")
     assert set(clips) == {"rec_0001", "rec_0005"}
     assert clips["rec_0005"].source["end"] == 40.0 and clips["rec_0005"].duration == 0.5
     assert _skipped(report) == {"segment beyond the end of its recording": ["rec_0002", "rec_0003"],
@@ -330,7 +343,7 @@ def test_nothing_usable_raises_and_still_writes_the_report(tmp_path, write_audio
         ("missing", "auto", "input not found"),
         ("empty_dir", "auto", "cannot detect the corpus layout.*--format"),
         ("text_only", "kaldi", "wav.scp missing"),
-        ("bad_columns", "auto", "no audio and text columns"),
+        ("bad_columns", "auto", "no audio column and no text column"),
     ],
 )
 def test_unreadable_input_raises_prepare_error(tmp_path, layout, fmt, match):
@@ -355,3 +368,144 @@ def test_unreadable_input_raises_prepare_error(tmp_path, layout, fmt, match):
 def test_config_validation_names_the_flag(options, match):
     with pytest.raises(ValueError, match=match):
         PrepareConfig(**options)
+
+
+# --------------------------------------------------------------------------- segments that overlap, empty cells
+
+
+def test_overlapping_textgrid_intervals_are_kept_and_reported(tmp_path, tone, write_audio):
+    write_audio(tmp_path / "in" / "rec.wav", tone(6.0))
+    (tmp_path / "in" / "rec.TextGrid").write_text(
+        'File type = "ooTextFile"\nObject class = "TextGrid"\n0\n6\n<exists>\n1\n"IntervalTier"\n"u"\n0\n6\n'
+        '3\n0\n2\n"ONE"\n1.5\n3\n"TWO"\n3\n5\n"THREE"\n')
+    report, clips = _prepare(tmp_path / "in", tmp_path / "out")
+    assert set(clips) == {"rec_0001", "rec_0002", "rec_0003"} and report["skipped"]["total"] == 0
+    assert report["warnings"]["total"] == 1
+    (entry,) = report["warnings"]["by_kind"].values()
+    assert entry["count"] == 1 and entry["items"][0]["id"] == "rec_0002" and "fix the segment times" in entry["fix"]
+    assert "starts before rec_0001 ends at 2.000 s" in entry["items"][0]["detail"]
+
+
+def test_csv_row_with_an_empty_audio_cell_is_skipped_and_counted(tmp_path, tone, write_audio):
+    write_audio(tmp_path / "corpus" / "a.wav", tone())
+    (tmp_path / "corpus" / "list.csv").write_text("path,sentence\na.wav,HELLO\n,LOST\n")
+    report, clips = _prepare(tmp_path / "corpus" / "list.csv", tmp_path / "out")
+    assert set(clips) == {"a"}
+    (item,) = report["skipped"]["by_reason"]["no audio for transcript"]["items"]
+    assert item["id"] is None and item["file"].endswith("list.csv:3") and "empty 'path' cell" in item["detail"]
+
+
+# --------------------------------------------------------------------------- never delete or overwrite others' files
+
+
+def _sha256s(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``root``."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _common_voice(root: Path, tone, write_audio) -> Path:
+    """root/train.csv (path,sentence) + root/clips/{a,b}.flac, the Common Voice layout."""
+    write_audio(root / "clips" / "a.flac", tone(1.0))
+    write_audio(root / "clips" / "b.flac", tone(1.2))
+    (root / "train.csv").write_text("path,sentence\na.flac,HELLO\nb.flac,GOODBYE\n")
+    return root
+
+
+@pytest.mark.parametrize("what", ["manifest file", "manifest directory"])
+def test_csv_with_clips_prepared_into_its_own_directory_is_refused(tmp_path, tone, write_audio, what):
+    corpus = _common_voice(tmp_path / "cv", tone, write_audio)
+    before = _sha256s(corpus)
+    src = corpus / "train.csv" if what == "manifest file" else corpus
+    with pytest.raises(PrepareError) as e:
+        prepare(src, corpus, PrepareConfig(progress=False, jobs=1))
+    message = str(e.value)
+    assert f"OUTPUT_DIR {corpus} " in message and str(src) in message
+    assert "must not overlap the input: pass a new directory outside the input" in message
+    assert _sha256s(corpus) == before  # nothing deleted, overwritten or added
+    report, clips = _prepare(src, tmp_path / "cv-prepared")  # the suggested fix works
+    assert set(clips) == {"clips-a", "clips-b"} and _sha256s(corpus) == before
+
+
+def test_sidecar_tree_prepared_into_itself_or_inside_itself_is_refused(tmp_path, tone, write_audio):
+    root = _sidecar(tmp_path / "tree", write_audio, {"a": (tone(), 16000, "A")})
+    _sidecar(root / "spk1" / "clips", write_audio, {"b": (tone(), 16000, "B")})  # audio where OUTPUT_DIR/clips goes
+    before = _sha256s(root)
+    for out, relation in ((root, "is the input"), (root / "spk1", "is inside the input"),
+                          (root / "prepared", "is inside the input")):
+        with pytest.raises(PrepareError, match=f"OUTPUT_DIR {out} {relation} {root};"):
+            prepare(root, out, PrepareConfig(progress=False, jobs=1))
+        assert _sha256s(root) == before
+    assert not (root / "prepared").exists() and not (root / "clips").exists()
+
+
+def test_output_dir_that_contains_the_input_or_is_a_symlink_to_it_is_refused(tmp_path, tone, write_audio):
+    root = _sidecar(tmp_path / "outer" / "tree", write_audio, {"a": (tone(), 16000, "A")})
+    (tmp_path / "link").symlink_to(root)
+    before = _sha256s(tmp_path / "outer")
+    with pytest.raises(PrepareError, match=f"OUTPUT_DIR {tmp_path / 'outer'} contains the input {root};"):
+        prepare(root, tmp_path / "outer", PrepareConfig(progress=False, jobs=1))
+    with pytest.raises(PrepareError, match=f"OUTPUT_DIR {tmp_path / 'link'} is the input {root};"):
+        prepare(root, tmp_path / "link", PrepareConfig(progress=False, jobs=1))
+    assert _sha256s(tmp_path / "outer") == before
+
+
+def test_output_dir_holding_audio_the_input_refers_to_is_refused(tmp_path, tone, write_audio):
+    store = tmp_path / "store"
+    write_audio(store / "clips" / "a.flac", tone())
+    kaldi = tmp_path / "kaldi"
+    kaldi.mkdir()
+    (kaldi / "text").write_text("u1 HELLO\n")
+    (kaldi / "wav.scp").write_text(f"u1 {tmp_path / 'alias' / 'clips' / 'a.flac'}\n")
+    (tmp_path / "alias").symlink_to(store)  # the scp names the file through a symlink
+    before = _sha256s(store)
+    with pytest.raises(PrepareError, match=rf"OUTPUT_DIR {store} holds 1 audio file\(s\) of the input {kaldi} "
+                                           rf"\(e.g. {store / 'clips' / 'a.flac'}\)"):
+        prepare(kaldi, store, PrepareConfig(progress=False, jobs=1))
+    assert _sha256s(store) == before
+
+
+def test_clean_up_removes_only_the_clips_prepare_wrote(tmp_path, tone, write_audio):
+    src = _sidecar(tmp_path / "in", write_audio, {"a": (tone(), 16000, "A"), "b": (tone(), 16000, "B")})
+    out = tmp_path / "out"
+    write_audio(out / "clips" / "mine.flac", tone(0.5))  # the user's own files in OUTPUT_DIR/clips
+    (out / "clips" / ".draft.wav.tmp").write_text("not prepare's temp file")
+    (out / "notes.txt").write_text("keep me")
+    foreign = _sha256s(out)
+    _prepare(src, out)
+    assert json.loads((out / "prepare_files.json").read_text()) == {"clips": ["a.flac", "b.flac"]}
+    (src / "b.wav").unlink(), (src / "b.txt").unlink()
+    (out / "clips" / ".a.flac.tmp").write_text("prepare's own leftover")
+    report, clips = _prepare(src, out)
+    assert list(clips) == ["a"] and report["outputs"]["written"] == str(out / "prepare_files.json")
+    assert sorted(p.name for p in (out / "clips").iterdir()) == [".draft.wav.tmp", "a.flac", "mine.flac"]
+    assert {k: v for k, v in _sha256s(out).items() if k in foreign} == foreign
+    assert json.loads((out / "prepare_files.json").read_text()) == {"clips": ["a.flac"]}
+
+
+def test_files_prepare_did_not_write_are_never_overwritten(tmp_path, tone, write_audio):
+    src = _sidecar(tmp_path / "in", write_audio, {"a": (tone(), 16000, "A")})
+    clash = tmp_path / "clash"
+    write_audio(clash / "clips" / "a.flac", tone(0.5))  # the name of a clip to write
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "manifest.jsonl").write_text('{"someone": "else"}\n')
+    for out, first in ((clash, clash / "clips" / "a.flac"), (other, other / "manifest.jsonl")):
+        before = _sha256s(out)
+        with pytest.raises(PrepareError, match=f"{first} exists and was not written by kidwhisper prepare"):
+            prepare(src, out, PrepareConfig(progress=False, jobs=1))
+        assert _sha256s(out) == before
+
+
+def test_rerun_into_an_output_without_a_file_list_cleans_the_clips_of_its_manifest(tmp_path, tone, write_audio):
+    src = _sidecar(tmp_path / "in", write_audio, {"a": (tone(), 16000, "A"), "b": (tone(), 16000, "B")})
+    out = tmp_path / "out"
+    _prepare(src, out)
+    (out / "prepare_files.json").unlink()  # an output written before prepare kept its file list
+    write_audio(out / "clips" / "mine.flac", tone(0.5))
+    (src / "b.wav").unlink(), (src / "b.txt").unlink()
+    _, clips = _prepare(src, out)
+    assert list(clips) == ["a"]
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["a.flac", "mine.flac"]

@@ -14,6 +14,7 @@ from kidwhisper.data.readers import (
     REASON_NO_TRANSCRIPT,
     REASON_NOT_UTF8,
     REASON_PIPED,
+    WARN_OVERLAP,
     InputError,
     ReadOptions,
     detect_format,
@@ -102,8 +103,33 @@ def test_read_manifest_csv_tsv_jsonl_with_common_column_names(tmp_path):
 
 def test_read_manifest_without_audio_or_text_column_names_the_fix(tmp_path):
     bad = _touch(tmp_path / "m.csv", "clip,words_spoken\na.wav,HI\n")
-    with pytest.raises(InputError, match=r"no audio and text columns.*'audio' \(audio/path/file/wav"):
+    with pytest.raises(InputError, match=r"no audio column and no text column among \['clip', 'words_spoken'\]; "
+                                         r"name them e.g. audio/path/file/wav"):
         read_manifest_file(bad)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("path,said", "no text column among ['path', 'said'] (the audio column is 'path'); name the column with "
+                   "the transcript e.g. text/transcript/"),
+    ("clip,sentence", "no audio column among ['clip', 'sentence'] (the text column is 'sentence'); name the "
+                      "column with the audio file path e.g. audio/path/file/"),
+])
+def test_read_manifest_names_the_one_missing_column_and_the_one_found(tmp_path, header, message):
+    bad = _touch(tmp_path / "m.csv", f"{header}\na.wav,HI\n")
+    with pytest.raises(InputError) as e:
+        read_manifest_file(bad)
+    assert message in str(e.value)
+
+
+def test_read_manifest_row_with_an_empty_audio_cell_is_skipped_without_an_id(tmp_path):
+    m = _touch(tmp_path / "corpus" / "m.csv", "path,sentence\na.wav,HELLO\n,NO AUDIO\n  ,BLANK\n")
+    items, skips = read_manifest_file(m)
+    assert [i.id for i in items] == ["a"]
+    assert [(s.reason, s.file, s.id) for s in skips] == [(REASON_NO_AUDIO_ENTRY, f"{m}:3", None),
+                                                         (REASON_NO_AUDIO_ENTRY, f"{m}:4", None)]
+    assert "empty 'path' cell" in skips[0].detail
+    with_ids = _touch(tmp_path / "ids.jsonl", json.dumps({"id": "u9", "audio": "", "text": "X"}) + "\n")
+    assert [(s.reason, s.id) for s in read_manifest_file(with_ids)[1]] == [(REASON_NO_AUDIO_ENTRY, "u9")]
 
 
 def test_read_sidecar_tree(tmp_path):
@@ -140,6 +166,21 @@ def test_read_segments_each_transcript_kind(tmp_path):
         ("s3_0001", "s3.mp3", 0.0, 1.0, "X", "kid"), ("sub-s2_0001", "s2.flac", 0.5, 1.0, "HI", None)]
     assert [(s.id, s.reason) for s in skips] == [("s4", REASON_NO_TRANSCRIPT), ("s5", REASON_BAD_TRANSCRIPT_FILE)]
     assert "WEBVTT" in skips[1].detail
+
+
+def test_read_segments_warns_about_overlapping_intervals_and_keeps_them(tmp_path):
+    _touch(tmp_path / "r.wav")
+    _touch(tmp_path / "r.TextGrid", 'File type = "ooTextFile"\nObject class = "TextGrid"\n0\n9\n<exists>\n1\n'
+                                    '"IntervalTier"\n"u"\n0\n9\n5\n0\n3\n"A"\n2.5\n4\n"B"\n4\n5\n"C"\n'
+                                    '4.5\n5.5\n"D"\n1\n2\n"E"\n')
+    items, skips = read_segments(tmp_path)
+    assert [i.id for i in items] == ["r_0001", "r_0002", "r_0003", "r_0004", "r_0005"] and skips == []
+    warned = {i.id: i.warnings for i in items if i.warnings}
+    assert list(warned) == ["r_0002", "r_0004", "r_0005"]  # touching (4 -> 4) is not an overlap
+    assert all(kind == WARN_OVERLAP for w in warned.values() for kind, _ in w)
+    assert "2.500-4.000 s starts before r_0001 ends at 3.000 s" in warned["r_0002"][0][1]
+    assert "starts before r_0003 ends at 5.000 s" in warned["r_0004"][0][1]
+    assert "starts before r_0004 ends at 5.500 s" in warned["r_0005"][0][1]
 
 
 def test_read_segments_utf16_textgrid(tmp_path):

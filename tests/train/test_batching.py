@@ -123,6 +123,14 @@ def test_build_windows_packs_audio_and_joins_text(processor):
     assert all(w.clip_labels == [w.labels] for w in unpacked)
 
 
+def test_build_windows_skips_clips_without_samples(processor):
+    audios = _tones([2.0, 0.0, 3.0])
+    for pack in (True, False):
+        windows, skipped = build_windows(["A B", "NO AUDIO", "C"], audios, processor.tokenizer, True, "en", pack=pack)
+        assert skipped == {"empty audio (no samples)": [1]}
+        assert sorted(i for w in windows for i in w.clips) == [0, 2]
+
+
 def test_dataset_features_and_collator(processor):
     audios = _tones([2.0, 3.0, 1.0])
     tok = processor.tokenizer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -288,3 +289,33 @@ def test_isolated_packing_trains_the_same_with_gradient_checkpointing(make_confi
     weights = [load_file(str(Path(c.out) / "checkpoints" / "last" / "trainable.safetensors")) for c in runs]
     for k in weights[0]:
         torch.testing.assert_close(weights[1][k], weights[0][k], rtol=1e-5, atol=1e-6)
+
+
+def test_corrupt_or_empty_clips_are_skipped_and_never_trained_on(make_config, kids_manifests, tmp_path, caplog):
+    """A manifest line whose audio is random bytes (decodes to nothing) or an empty file is skipped, logged and
+    counted, in --train and --dev alike; the good clips train exactly as without it (same windows, same loss)."""
+    import soundfile as sf
+
+    (tmp_path / "noise.flac").write_bytes(np.random.default_rng(0).bytes(20000))
+    sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    bad = [json.dumps({"id": "noise", "audio": str(tmp_path / "noise.flac"), "duration": 2.0, "text": "RANDOM"}),
+           json.dumps({"id": "empty", "audio": str(tmp_path / "empty.wav"), "duration": 1.0, "text": "NOTHING"})]
+    manifests = {}
+    for name, path in zip(("train", "dev"), kids_manifests, strict=True):
+        lines = path.read_text().splitlines()
+        manifests[name] = tmp_path / f"{name}-with-bad.jsonl"
+        manifests[name].write_text("\n".join([lines[0], bad[0], *lines[1:], bad[1]]) + "\n")
+    clean = make_config("clean", max_steps=1, eval_every=1)
+    dirty = make_config("dirty", max_steps=1, eval_every=1, train=str(manifests["train"]), dev=str(manifests["dev"]))
+    train(clean)
+    with caplog.at_level(logging.WARNING, logger="kidwhisper"):
+        summary = train(dirty)
+    skipped = {"unreadable or corrupt audio": 1, "empty audio (no samples)": 1}
+    assert summary["skipped_train_clips"] == skipped and summary["skipped_dev_clips"] == skipped
+    assert summary["n_train_clips"] == 12 and summary["n_dev_clips"] == 3
+    assert "skipped clip noise (unreadable or corrupt audio)" in caplog.text
+    assert "skipped clip empty (empty audio (no samples))" in caplog.text
+    states = [json.loads((Path(c.out) / "checkpoints" / "last" / "trainer_state.json").read_text())
+              for c in (clean, dirty)]
+    assert states[0]["windows_fingerprint"] == states[1]["windows_fingerprint"]
+    assert _losses(dirty) == _losses(clean)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -109,25 +112,90 @@ def audio_path(clip: Clip, manifest_path: str | Path) -> Path:
     return (base / p).resolve()
 
 
-def load_clip_audios(clips: list[Clip], manifest_path: str | Path, progress: bool = False,
-                     workers: int = 4) -> list[np.ndarray]:
-    """Every clip's audio as a 16 kHz mono float32 array, in clip order, read with a small thread pool
-    (decoding releases the GIL). Kept in memory: an hour of audio is about 230 MB."""
+REASON_EMPTY_AUDIO = "empty audio (no samples)"
+REASON_UNREADABLE_AUDIO = "unreadable or corrupt audio"
+_SHOWN_PER_REASON = 5  # skipped clips named in the log per reason (the counts are complete)
+
+
+@dataclass
+class LoadedClips:
+    """The clips whose audio decodes to samples, their audio, and the others by skip reason."""
+
+    clips: list[Clip]
+    audios: list[np.ndarray]  # 16 kHz mono float32, one per kept clip, in clip order
+    skipped: dict[str, list[str]]  # reason -> ids of the skipped clips, in manifest order
+
+    @property
+    def n_skipped(self) -> dict[str, int]:
+        """{reason: number of clips skipped for it} (empty when every clip is usable)."""
+        return {reason: len(ids) for reason, ids in self.skipped.items()}
+
+
+def _read_audios(clips: list[Clip], manifest_path: str | Path, progress: bool,
+                 workers: int) -> list[np.ndarray | Exception]:
+    """Every clip's audio (or the AudioError it raised) in clip order, read with a small thread pool
+    (decoding releases the GIL). A missing file raises at once: the manifest points at the wrong place."""
     from tqdm.auto import tqdm
 
-    from kidwhisper.audio import load_audio
+    from kidwhisper.audio import AudioError, load_audio
 
     bar = tqdm(total=len(clips), desc="loading audio", unit="clip", disable=not progress)
 
-    def one(clip: Clip) -> np.ndarray:
-        a = load_audio(audio_path(clip, manifest_path))
+    def one(clip: Clip) -> np.ndarray | Exception:
+        path = audio_path(clip, manifest_path)
+        try:
+            audio: np.ndarray | Exception = load_audio(path)
+        except AudioError as e:
+            if not path.exists():
+                raise
+            audio = e
         bar.update(1)
-        return a
+        return audio
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         audios = list(pool.map(one, clips))
     bar.close()
     return audios
+
+
+def load_usable_audios(clips: list[Clip], manifest_path: str | Path, progress: bool = False,
+                       workers: int = 4) -> LoadedClips:
+    """Every clip's audio as 16 kHz mono float32, skipping (with a logged warning, counted by reason) the
+    clips whose file is corrupt/undecodable or holds no samples: they are never decoded or trained on as
+    silence. A missing file raises AudioError naming it. Kept in memory: an hour of audio is about 230 MB.
+    """
+    kept, audios, skipped = [], [], {}
+    for clip, audio in zip(clips, _read_audios(clips, manifest_path, progress, workers), strict=True):
+        if isinstance(audio, Exception) or len(audio) == 0:
+            reason = REASON_UNREADABLE_AUDIO if isinstance(audio, Exception) else REASON_EMPTY_AUDIO
+            skipped.setdefault(reason, []).append(clip.id)
+            if len(skipped[reason]) <= _SHOWN_PER_REASON:
+                detail = audio if isinstance(audio, Exception) else f"{audio_path(clip, manifest_path)} holds no samples"
+                log.warning("skipped clip %s (%s): %s", clip.id, reason, detail)
+            continue
+        kept.append(clip)
+        audios.append(audio)
+    for reason, ids in skipped.items():
+        log.warning("%s: skipped %d of %d clips (%s)%s; re-export or convert them, or remove them from the "
+                    "manifest", manifest_path, len(ids), len(clips), reason,
+                    f", e.g. {ids[:_SHOWN_PER_REASON]}" if len(ids) > _SHOWN_PER_REASON else "")
+    return LoadedClips(kept, audios, skipped)
+
+
+def load_clip_audios(clips: list[Clip], manifest_path: str | Path, progress: bool = False,
+                     workers: int = 4) -> list[np.ndarray]:
+    """Every clip's audio as 16 kHz mono float32, in clip order; raises AudioError naming the first clip
+    whose file is missing, unreadable or empty (:func:`load_usable_audios` skips those instead)."""
+    from kidwhisper.audio import AudioError
+
+    audios = _read_audios(clips, manifest_path, progress, workers)
+    for clip, audio in zip(clips, audios, strict=True):
+        if isinstance(audio, Exception):
+            raise audio
+        if len(audio) == 0:
+            raise AudioError(f"{audio_path(clip, manifest_path)}: clip {clip.id} holds no audio samples; "
+                             f"re-export it or remove it from the manifest")
+    return audios  # type: ignore[return-value]
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

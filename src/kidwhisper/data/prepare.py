@@ -11,12 +11,21 @@ recording is opened once), and write::
     OUTPUT_DIR/clips/<id>.flac       16 kHz mono 16-bit (or .wav with audio_format="wav")
     OUTPUT_DIR/prepare_report.json   counts, skips by reason (with files/ids), fixes by kind, hours, speakers, ages
     OUTPUT_DIR/prepare_config.json   the resolved PrepareConfig
+    OUTPUT_DIR/prepare_files.json    the clip files prepare wrote into OUTPUT_DIR/clips (its clean-up list)
+
+prepare never deletes or overwrites a file it did not write. OUTPUT_DIR must not overlap the input (be
+it, inside it, contain it, or hold any audio file the input refers to; symlinks resolved): such a run is
+refused before anything is written. A clip file already in OUTPUT_DIR/clips that an earlier prepare did
+not write (it is not in ``prepare_files.json``, nor, for outputs of versions without that file, in the
+old manifest) is never removed, and one with the name of a clip to write stops the run. Likewise
+``manifest.jsonl``, ``prepare_report.json`` and ``prepare_config.json`` are only replaced in a directory
+an earlier prepare wrote.
 
 Audio held inside the input (a Hugging Face dataset's embedded bytes, lhotse recordings that lhotse must
 decode) is first written to ``OUTPUT_DIR/.staging/``, which is deleted when prepare ends.
 
 Every bad utterance is either fixed and counted (``fixes``) or skipped with its reason (``skipped``),
-never silently dropped. Policies:
+never silently dropped; one kept despite a doubt (segments that overlap) is listed under ``warnings``. Policies:
 
 * duplicate ids: the first occurrence is kept, later ones are skipped ("duplicate id"); ids are first made
   file-name safe (characters other than letters, digits, ``._-`` become ``_``, counted as a fix);
@@ -24,7 +33,8 @@ never silently dropped. Policies:
   U+FFFD characters cannot be meant as speech and are removed (a fix) - an empty result is a skip;
 * stereo is averaged to mono and other rates are resampled (fixes); silent (peak < 1e-4), zero-length,
   too short or too long clips are skipped;
-* re-running into the same OUTPUT_DIR overwrites clips and deletes clips the new manifest does not list.
+* re-running into the same OUTPUT_DIR overwrites its clips and deletes the clips it wrote earlier that the
+  new manifest does not list (and its own leftover ``.tmp`` files), nothing else.
 """
 
 from __future__ import annotations
@@ -47,7 +57,14 @@ from tqdm import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
 from kidwhisper.data import readers, readers_lhotse, segment
-from kidwhisper.data.manifest import MANIFEST_NAME, Clip, atomic_write_text, read_manifest, write_manifest
+from kidwhisper.data.manifest import (
+    MANIFEST_NAME,
+    Clip,
+    ManifestError,
+    atomic_write_text,
+    read_manifest,
+    write_manifest,
+)
 from kidwhisper.data.readers import FORMATS, InputError, RawItem, ReadOptions, Skip, read_input
 from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
 
@@ -55,6 +72,7 @@ log = logging.getLogger(__name__)
 
 REPORT_NAME = "prepare_report.json"
 CONFIG_NAME = "prepare_config.json"
+WRITTEN_NAME = "prepare_files.json"
 CLIPS_DIR = "clips"
 STAGING_DIR = ".staging"  # audio embedded in the input, as files; removed when prepare ends
 SILENCE_PEAK = 1e-4  # full scale = 1.0; below this peak (about 3 LSB of 16-bit audio) a clip is silent
@@ -82,7 +100,8 @@ HINTS = {  # the fix to suggest for each skip reason (in the report)
     REASON_UNREPRESENTABLE: "write the transcript in plain text",
     REASON_MISSING_AUDIO: "fix the path (relative paths are resolved against the data dir / manifest)",
     REASON_UNREADABLE: "re-export the file as WAV/FLAC (e.g. `ffmpeg -i in out.wav`)",
-    REASON_ZERO_LENGTH: "remove the utterance or fix its times",
+    REASON_ZERO_LENGTH: "the file holds no audio: re-record or re-export it, or remove the utterance "
+                        "(for a segment, fix its times)",
     REASON_SILENT: "check the recording (all zeros or near silence)",
     REASON_TOO_SHORT: "lower --min-duration if such short clips are wanted",
     readers.REASON_NOT_UTF8: "re-save the transcript as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
@@ -96,6 +115,7 @@ HINTS = {  # the fix to suggest for each skip reason (in the report)
     readers_lhotse.REASON_LHOTSE_LOAD: "check the recording with lhotse (see detail), or convert it to a file",
     segment.REASON_BAD_SPAN: "fix the segment times",
     segment.REASON_BEYOND_END: "check that the transcript belongs to this recording",
+    readers.WARN_OVERLAP: "fix the segment times unless the speech really overlaps (both clips hold that audio)",
 }
 TOO_LONG_HINT = "split long recordings with a segments/TextGrid file; for segment layouts shorten the segment"
 
@@ -226,7 +246,9 @@ class _Source:
 def _cut(source: _Source, cid: str, start: float, end: float | None, fixes: list[str], s: _Settings,
          segmented: bool) -> _Outcome:
     src_end = source.duration if end is None else end
-    if source.frames == 0 or src_end - start <= 0:
+    if source.frames == 0:
+        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} is an audio file with no samples")
+    if src_end - start <= 0:
         return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} has no samples in {start:.3f}-{src_end:.3f} s")
     if not segmented and src_end - start > s.max_duration + 1.0 / SAMPLE_RATE:  # decide before decoding
         return _Outcome(cid, too_long_reason(s.max_duration),
@@ -242,7 +264,10 @@ def _cut(source: _Source, cid: str, start: float, end: float | None, fixes: list
         fixes.append(FIX_DOWNMIXED)
     duration = len(audio) / SAMPLE_RATE
     if len(audio) == 0:
-        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} decodes to no samples")
+        if segmented:
+            return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} has no samples in {start:.3f}-{src_end:.3f} s")
+        return _Outcome(cid, REASON_UNREADABLE, f"{source.path}: its header announces {source.frames} frames but "
+                                                f"none decode; the file is corrupt")
     if duration < s.min_duration:
         return _Outcome(cid, REASON_TOO_SHORT, f"{duration:.3f} s < --min-duration {s.min_duration:g} s")
     if len(audio) > to_samples(s.max_duration, SAMPLE_RATE):
@@ -357,13 +382,83 @@ def _tasks(items: list[RawItem]) -> list[_Task]:
     return tasks
 
 
-def _remove_stale(clips_dir: Path, keep: set[str]) -> int:
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def check_output_dir(input_path: Path, out: Path, items: list[RawItem]) -> None:
+    """Refuse an OUTPUT_DIR that overlaps the input: is it, is inside it, contains it, or holds an audio
+    file an item refers to (paths compared after resolving symlinks). Raises PrepareError naming both."""
+    src, dst = Path(os.path.realpath(input_path)), Path(os.path.realpath(out))
+    if src == dst:
+        relation = f"is the input {input_path}"
+    elif _inside(dst, src):
+        relation = f"is inside the input {input_path}"
+    elif _inside(src, dst):
+        relation = f"contains the input {input_path}"
+    else:
+        held = sorted({a for a in (Path(os.path.realpath(p)) for p in {i.audio for i in items}) if _inside(a, dst)})
+        if not held:
+            return
+        relation = f"holds {len(held)} audio file(s) of the input {input_path} (e.g. {held[0]})"
+    suggestion = src.parent / f"{src.stem if src.is_file() else src.name}-prepared"
+    raise PrepareError(f"OUTPUT_DIR {out} {relation}; prepare writes and cleans up OUTPUT_DIR, so it must not "
+                       f"overlap the input: pass a new directory outside the input, e.g. {suggestion}")
+
+
+def _written_before(out: Path) -> tuple[bool, set[str]]:
+    """(OUTPUT_DIR holds an earlier prepare's output, names of the clip files that prepare wrote).
+
+    The names come from ``prepare_files.json``, or, for outputs of versions without it, from the old
+    manifest's ``clips/<name>`` entries.
+    """
+    import json
+
+    ledger, config = out / WRITTEN_NAME, out / CONFIG_NAME
+    if ledger.is_file():
+        try:
+            return True, set(json.loads(ledger.read_text(encoding="utf-8"))["clips"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise PrepareError(f"{ledger}: unreadable ({e!r}); it lists the clips prepare wrote. Prepare into a "
+                               f"new OUTPUT_DIR (or delete {out} yourself if it holds nothing else)") from e
+    if not config.is_file():
+        return False, set()
+    try:
+        old = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else []
+    except ManifestError:
+        old = []
+    return True, {Path(c.audio).name for c in old if Path(c.audio).parent == Path(CLIPS_DIR)}
+
+
+def _claim_outputs(out: Path, names: set[str]) -> set[str]:
+    """Check that writing OUTPUT_DIR's files and the clips ``names`` overwrites only files prepare wrote,
+    record ``names`` as written, and return every clip name prepare has written there (earlier or now)."""
+    ours, written = _written_before(out)
+    clips_dir = out / CLIPS_DIR
+    foreign = [] if ours else [out / n for n in (MANIFEST_NAME, REPORT_NAME, CONFIG_NAME) if (out / n).exists()]
+    foreign += [clips_dir / n for n in sorted(names - written) if (clips_dir / n).exists()]
+    if foreign:
+        raise PrepareError(f"{foreign[0]} exists and was not written by kidwhisper prepare ({len(foreign)} such "
+                           f"file(s)); prepare never overwrites other files: move them away or pass a new "
+                           f"OUTPUT_DIR")
+    written = {n for n in written if (clips_dir / n).exists() or (clips_dir / f".{n}.tmp").exists()} | names
+    _write_ledger(out, written)
+    return written
+
+
+def _write_ledger(out: Path, names: set[str]) -> None:
+    atomic_write_text(out / WRITTEN_NAME, _json({"clips": sorted(names)}))
+
+
+def _remove_stale(clips_dir: Path, written: set[str], keep: set[str]) -> int:
+    """Delete the clips prepare wrote (``written``) that the new manifest does not list (``keep``), and
+    prepare's own leftover temp files; nothing else in ``clips_dir`` is touched."""
     removed = 0
-    for path in clips_dir.iterdir():
-        stale = path.suffix in (".flac", ".wav") and path.name not in keep
-        if path.is_file() and (stale or path.name.endswith(".tmp")):
-            path.unlink()
-            removed += 1
+    for name in sorted(written):
+        for path in ([] if name in keep else [clips_dir / name]) + [clips_dir / f".{name}.tmp"]:
+            if path.is_file():
+                path.unlink()
+                removed += 1
     return removed
 
 
@@ -376,15 +471,21 @@ def _count(values: list[str], durations: list[float] | None = None) -> dict[str,
     return {k: round(v, 2) for k, v in sorted(totals.items())}
 
 
-def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
-            fixes: dict[str, list[str]], config: PrepareConfig, workers: int, out: Path) -> dict:
+def _by_reason(entries: list[Skip]) -> dict[str, dict]:
+    """{reason: {count, fix, items (the first LIST_LIMIT: id, file, detail)}}, sorted by reason."""
     by_reason: dict[str, dict] = {}
-    for skip in skips:
+    for skip in entries:
         entry = by_reason.setdefault(skip.reason, {"count": 0, "fix": HINTS.get(skip.reason, TOO_LONG_HINT
                                                    if skip.reason.startswith("longer than") else ""), "items": []})
         entry["count"] += 1
         if len(entry["items"]) < LIST_LIMIT:
             entry["items"].append({"id": skip.id, "file": skip.file, "detail": skip.detail})
+    return dict(sorted(by_reason.items()))
+
+
+def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
+            fixes: dict[str, list[str]], warnings: list[Skip], config: PrepareConfig, workers: int,
+            out: Path) -> dict:
     seconds = sum(c.duration for c in clips)
     speakers = [c.speaker if c.speaker is not None else "unknown" for c in clips]
     durations = [c.duration for c in clips]
@@ -392,8 +493,9 @@ def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips
         "input": {"path": input_path, "format": fmt, "utterances": n_input,
                   "recordings": len({i.audio for i in items})},
         "kept": len(clips),
-        "skipped": {"total": len(skips), "by_reason": dict(sorted(by_reason.items()))},
+        "skipped": {"total": len(skips), "by_reason": _by_reason(skips)},
         "fixes": {k: {"count": len(v), "ids": v[:LIST_LIMIT]} for k, v in sorted(fixes.items())},
+        "warnings": {"total": len(warnings), "by_kind": _by_reason(warnings)},
         "duration": {"hours": round(seconds / 3600, 4), "minutes": round(seconds / 60, 2),
                      "seconds": round(seconds, 3)},
         "speakers": {"count": len({c.speaker for c in clips if c.speaker is not None}),
@@ -403,18 +505,19 @@ def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips
         "config": asdict(config),
         "workers": workers,
         "outputs": {"manifest": str(out / MANIFEST_NAME), "clips": str(out / CLIPS_DIR),
-                    "report": str(out / REPORT_NAME), "config": str(out / CONFIG_NAME)},
+                    "report": str(out / REPORT_NAME), "config": str(out / CONFIG_NAME),
+                    "written": str(out / WRITTEN_NAME)},
     }
 
 
-def _log_skips(skips: list[Skip]) -> None:
+def _log_skips(skips: list[Skip], verb: str = "skipped") -> None:
     shown: Counter[str] = Counter()
     for skip in skips:
         shown[skip.reason] += 1
         if shown[skip.reason] <= 5:
-            log.warning("skipped %s (%s): %s; %s", skip.id or "-", skip.file, skip.reason, skip.detail)
+            log.warning("%s %s (%s): %s; %s", verb, skip.id or "-", skip.file, skip.reason, skip.detail)
         elif shown[skip.reason] == 6:
-            log.warning("more skipped for %r; all are listed in %s", skip.reason, REPORT_NAME)
+            log.warning("more %s for %r; all are listed in %s", verb, skip.reason, REPORT_NAME)
 
 
 def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | None = None) -> dict:
@@ -437,11 +540,16 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
             raise PrepareError(str(e)) from e
         except OSError as e:
             raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
+        staged = Path(os.path.realpath(staging))  # audio this run extracted from the input, not the user's
+        check_output_dir(Path(input).expanduser(), out,
+                         [i for i in items if not _inside(Path(os.path.realpath(i.audio)), staged)])
+        warnings = [Skip(kind, item.origin, detail, item.id) for item in items for kind, detail in item.warnings]
         n_input = len(items) + len(skips)
         fixes: dict[str, list[str]] = defaultdict(list)
         usable = _check_items(items, skips, fixes)
 
         clips_dir = out / CLIPS_DIR
+        written = _claim_outputs(out, {f"{item.id}.{config.audio_format}" for item in usable})
         clips_dir.mkdir(parents=True, exist_ok=True)
         settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
         outcomes, workers = _run(_tasks(usable), settings, config)
@@ -460,10 +568,13 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
         clips.append(Clip(item.id, f"{CLIPS_DIR}/{item.id}.{config.audio_format}", o.duration, item.text,
                           item.speaker, item.age, item.gender,
                           {"path": item.source or str(item.audio), "start": o.start, "end": o.end}))
-    _remove_stale(clips_dir, {Path(c.audio).name for c in clips})
+    kept = {Path(c.audio).name for c in clips}
+    _remove_stale(clips_dir, written, kept)
+    _write_ledger(out, kept)
     resolved = replace(config, format=fmt)  # type: ignore[arg-type]
-    report = _report(_input_name(input), fmt, n_input, items, clips, skips, fixes, resolved,
-                     workers, out)
+    report = _report(_input_name(input), fmt, n_input, items, clips, skips, fixes, warnings,
+                     resolved, workers, out)
+    _log_skips(warnings, "kept with a warning")
     _log_skips(skips)
     reasons = ", ".join(f"{r}: {e['count']}" for r, e in report["skipped"]["by_reason"].items()) or "none"
     atomic_write_text(out / REPORT_NAME, _json(report))
@@ -476,8 +587,10 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
                            f"see {out / REPORT_NAME} for every file and its fix")
     write_manifest(clips, out / MANIFEST_NAME)
     read_manifest(out / MANIFEST_NAME)  # validate what was written (parses, unique ids)
-    log.info("prepare: kept %d of %d utterances (%.1f min, %d speakers) -> %s; skipped: %s", len(clips), n_input,
-             report["duration"]["minutes"], report["speakers"]["count"], out / MANIFEST_NAME, reasons)
+    noted = ", ".join(f"{k}: {e['count']}" for k, e in report["warnings"]["by_kind"].items()) or "none"
+    log.info("prepare: kept %d of %d utterances (%.1f min, %d speakers) -> %s; skipped: %s; warnings: %s",
+             len(clips), n_input, report["duration"]["minutes"], report["speakers"]["count"], out / MANIFEST_NAME,
+             reasons, noted)
     return report
 
 

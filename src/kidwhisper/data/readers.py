@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kidwhisper.data.segment import PARSERS, SegmentParseError, segment_id
@@ -40,6 +40,8 @@ REASON_NO_TRANSCRIPT = "no transcript for audio"
 REASON_PIPED = "piped command in wav.scp (not supported)"
 REASON_BAD_LINE = "unparseable line"
 REASON_BAD_TRANSCRIPT_FILE = "unparseable transcript file"
+WARN_OVERLAP = "segment overlaps an earlier one"  # kept; the two clips share audio
+OVERLAP_TOLERANCE = 1e-6  # s; a segment starting where the previous one ends does not overlap it
 
 
 class InputError(ValueError):
@@ -59,6 +61,7 @@ class RawItem:
     age: float | None = None
     gender: str | None = None
     origin: str = ""  # "file:line" the item came from, for messages
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (kind, detail): kept, but reported
     source: str | None = None  # recorded as the clip's source when ``audio`` is a staged copy
 
 
@@ -315,9 +318,7 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
         if first or path.suffix.lower() == ".jsonl":  # JSONL rows may each carry other keys
             columns = match_columns(row, text_column)
             if columns["audio"] is None or columns["text"] is None:
-                message = (f"no audio and text columns among {sorted(row)}; name them e.g. 'audio' "
-                           f"({'/'.join(COLUMN_ALIASES['audio'][:4])}...) and 'text' "
-                           f"({'/'.join(COLUMN_ALIASES['text'][:4])}...), or pass --text-column NAME")
+                message = _missing_columns_message(columns, sorted(row))
                 if text_column is not None and columns["text"] is None:
                     message = f"--text-column {text_column!r} is not among the columns {sorted(row)}"
                 if first:
@@ -330,6 +331,10 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
             return None if cols[key] is None else row.get(cols[key])
 
         value = str(get("audio") or "").strip()
+        if not value:  # no path, so no id from it either
+            skips.append(Skip(REASON_NO_AUDIO_ENTRY, origin, f"empty {cols['audio']!r} cell; write the audio "
+                                                             f"file's path or remove the row", _opt(get("id"))))
+            continue
         audio = Path(value).expanduser()
         if not audio.is_absolute():
             audio = base / audio if (base / audio).exists() or not (base / "clips" / audio).exists() \
@@ -345,12 +350,23 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
         if any("\udc80" <= ch <= "\udcff" for ch in text):  # undecodable bytes (surrogateescape)
             skips.append(Skip(REASON_NOT_UTF8, origin, "re-save the manifest as UTF-8", utt))
             continue
-        if not value:
-            skips.append(Skip(REASON_NO_AUDIO_ENTRY, origin, "empty audio column", utt))
-            continue
         items.append(RawItem(utt, audio, text, start, end, _opt(get("speaker")), _age(get("age")),
                              _opt(get("gender")), origin))
     return items, skips
+
+
+def _missing_columns_message(columns: dict[str, str | None], names: list[str]) -> str:
+    """Which of the audio and text columns a manifest lacks, the one it has, and the names that work."""
+    examples = {"audio": "/".join(COLUMN_ALIASES["audio"][:5]), "text": "/".join(COLUMN_ALIASES["text"][:5])}
+    missing = [k for k in ("audio", "text") if columns[k] is None]
+    if len(missing) == 2:
+        return (f"no audio column and no text column among {names}; name them e.g. {examples['audio']}... "
+                f"(audio file path) and {examples['text']}... (transcript)")
+    (lost,) = missing
+    found = "text" if lost == "audio" else "audio"
+    what = "the audio file path" if lost == "audio" else "the transcript"
+    return (f"no {lost} column among {names} (the {found} column is {columns[found]!r}); name the column with "
+            f"{what} e.g. {examples[lost]}..." + (", or pass --text-column NAME" if lost == "text" else ""))
 
 
 # --------------------------------------------------------------------------- sidecar
@@ -406,8 +422,9 @@ def read_segments(root: Path) -> tuple[list[RawItem], list[Skip]]:
         root/session4.wav  root/session4.csv        start,end,text[,speaker] (CSV or TSV, header optional)
 
     Each non-empty interval/cue/row is one utterance, id ``<recording>_<NNNN>`` (1-based position among
-    the parsed segments; empty TextGrid intervals are silence and are not numbered). ``root`` may also be
-    one recording file. Cutting and the checks against the recording's length happen later
+    the parsed segments; empty TextGrid intervals are silence and are not numbered). A segment that starts
+    before an earlier one ends is kept with a warning (:data:`WARN_OVERLAP`): both clips then hold the
+    overlapping audio. ``root`` may also be one recording file. Cutting and the checks against the recording's length happen later
     (:func:`kidwhisper.data.segment.segment_recording`).
     """
     root = Path(root)
@@ -435,9 +452,17 @@ def read_segments(root: Path) -> tuple[list[RawItem], list[Skip]]:
         except SegmentParseError as e:
             skips.append(Skip(REASON_BAD_TRANSCRIPT_FILE, str(transcript), str(e), rec_id))
             continue
+        latest_end, latest = float("-inf"), 0  # the segment reaching furthest so far
         for index, seg in enumerate(segments, 1):
-            items.append(RawItem(segment_id(rec_id, index), audio, seg.text, seg.start, seg.end, seg.speaker,
-                                 origin=f"{transcript} (segment {index})"))
+            item = RawItem(segment_id(rec_id, index), audio, seg.text, seg.start, seg.end, seg.speaker,
+                           origin=f"{transcript} (segment {index})")
+            if seg.start < latest_end - OVERLAP_TOLERANCE:
+                item.warnings.append((WARN_OVERLAP, f"{seg.start:.3f}-{seg.end:.3f} s starts before "
+                                                    f"{segment_id(rec_id, latest)} ends at {latest_end:.3f} s; "
+                                                    f"fix the times if the overlap is a mistake"))
+            if seg.end > latest_end:
+                latest_end, latest = seg.end, index
+            items.append(item)
     if root.is_dir():
         for transcript in _walk(root, SEGMENT_EXTENSIONS):
             if transcript not in used:

@@ -194,7 +194,7 @@ class _Collector:
         age = next((custom[k] for k in AGE_KEYS if custom.get(k) is not None), None)
         self.items.append(RawItem(sup.id, audio, sup.text or "", None if whole else start, None if whole else end,
                                   _opt(sup.speaker), _age(age), _opt(sup.gender or custom.get("gender")),
-                                  origin, source))
+                                  origin, source=source))
 
     def _audio_of(self, recording: Any, channel: int | list[int] | None) -> tuple[Path, str] | tuple[str, str]:
         channels = None if channel is None else sorted(channel if isinstance(channel, list) else [channel])

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 
 from kidwhisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from kidwhisper.data.manifest import REASON_EMPTY_AUDIO
 from kidwhisper.train.clipwise import clip_frames, collate_clipwise, encoder_layout
 
 log = logging.getLogger(__name__)
@@ -159,11 +160,13 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
     durations = [len(a) / SAMPLE_RATE for a in audios]
     planned = [d * stretch for d in durations]
     limit = max_seconds if pack else N_SAMPLES / SAMPLE_RATE
-    skipped: dict[str, list[int]] = {"empty transcript": [], f"longer than {limit:g} s": [],
+    skipped: dict[str, list[int]] = {REASON_EMPTY_AUDIO: [], "empty transcript": [], f"longer than {limit:g} s": [],
                                      f"more than {budget} label tokens": []}
     kept = []
     for i, (t, n, d) in enumerate(zip(targets, counts, planned, strict=True)):
-        if not t:
+        if d == 0:  # never train on silence standing in for audio that did not decode
+            skipped[REASON_EMPTY_AUDIO].append(i)
+        elif not t:
             skipped["empty transcript"].append(i)
         elif d > limit + _EPS:
             skipped[f"longer than {limit:g} s"].append(i)

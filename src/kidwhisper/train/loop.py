@@ -23,7 +23,9 @@ Run directory::
                                    atomically, read by ``resume=True``
     RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
     RUN_DIR/learning_curve.png     training loss and dev WER against step
-    RUN_DIR/summary.json           parameters, best dev WER and step, timing, throughput, peak memory
+    RUN_DIR/summary.json           parameters, best dev WER and step, timing, throughput, peak memory,
+                                   train/dev clips skipped by reason (corrupt or empty audio is never
+                                   trained on or decoded)
 
 A run killed at any point continues with ``resume=True`` from the last checkpoint and ends where an
 uninterrupted run with the same config ends: the epoch order is a function of (seed, epoch), and the
@@ -54,7 +56,7 @@ from tqdm.auto import tqdm
 from kidwhisper.config import ConfigError, package_versions, save_config
 from kidwhisper.data.manifest import (
     atomic_write_text,
-    load_clip_audios,
+    load_usable_audios,
     manifest_hash,
     read_manifest,
     resolve_manifest_path,
@@ -246,7 +248,8 @@ class Trainer:
         clips = read_manifest(train_manifest)
         if not clips:
             raise ConfigError(f"--train {c.train}: the manifest has no clips")
-        audios = load_clip_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
+        loaded = load_usable_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
+        clips, audios = loaded.clips, loaded.audios  # clips with corrupt or empty audio are never trained on
         augment = ClipAugment(c.speed_perturb, c.pitch_perturb, c.seed)
         self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed,
@@ -254,9 +257,9 @@ class Trainer:
         for reason, idx in skipped.items():
             self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason,
                              [clips[i].id for i in idx[:5]])
+        self.n_skipped = loaded.n_skipped | {k: len(v) for k, v in skipped.items()}
         if not self.windows:
-            raise ConfigError(f"--train {c.train}: no usable training clip")
-        self.n_skipped = {k: len(v) for k, v in skipped.items()}
+            raise ConfigError(f"--train {c.train}: no usable training clip (skipped: {self.n_skipped})")
         self.n_clips = sum(len(w.clips) for w in self.windows)
         self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
                                      with_features=not self.cache_encoder,
@@ -273,10 +276,13 @@ class Trainer:
         dev = read_manifest(dev_manifest)
         if c.dev_max_clips and c.dev_max_clips < len(dev):
             dev = [dev[i] for i in sorted(random.Random(c.seed).sample(range(len(dev)), c.dev_max_clips))]
-        self.n_dev = len(dev)
-        if self.acc.is_main_process:
-            self.dev_refs = [cl.text for cl in dev]
-            self.dev_audios = load_clip_audios(dev, dev_manifest, c.progress)
+        self.n_dev, self.n_skipped_dev = len(dev), {}
+        if self.acc.is_main_process:  # the other processes wait while this one decodes the dev set
+            loaded = load_usable_audios(dev, dev_manifest, c.progress)
+            if not loaded.clips:
+                raise ConfigError(f"--dev {c.dev}: no dev clip has usable audio (skipped: {loaded.n_skipped})")
+            self.dev_refs = [cl.text for cl in loaded.clips]
+            self.dev_audios, self.n_dev, self.n_skipped_dev = loaded.audios, len(loaded.clips), loaded.n_skipped
         self.hashes = {"train_manifest_sha256": manifest_hash(train_manifest),
                        "dev_manifest_sha256": manifest_hash(dev_manifest)}
 
@@ -610,7 +616,7 @@ class Trainer:
             "n_train_clips": self.n_clips, "n_windows": len(self.windows),
             "clips_per_window": round(self.n_clips / len(self.windows), 3),
             "window_fill": round(float(np.mean([w.seconds for w in self.windows])) / 30.0, 4),
-            "skipped_train_clips": self.n_skipped, "n_dev_clips": self.n_dev,
+            "skipped_train_clips": self.n_skipped, "n_dev_clips": self.n_dev, "skipped_dev_clips": self.n_skipped_dev,
             "encoder_outputs_cached": self.cache_encoder, "device": str(self.acc.device),
             "world_size": self.world, "mixed_precision": self.acc.mixed_precision,
             "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
