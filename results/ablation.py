@@ -49,7 +49,7 @@ def recipe(cfg: dict) -> str:
         lora = cfg["lora"]
         parts.append(f"r={lora['r']} alpha={lora['alpha']}")
     parts.append(f"lr {cfg['lr']:g}, {cfg['epochs']} epochs, {cfg['batch_size']} windows/step")
-    parts.append(f"{cfg['pack_mode']} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")
+    parts.append(f"{cfg.get('pack_mode', 'joined')} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")  # joined: before pack modes
     if cfg.get("spec_augment"):
         parts.append("SpecAugment")
     if cfg.get("speed_perturb"):
@@ -112,14 +112,17 @@ def table(r: dict) -> str:
         "them (see the notes below the table).",
         "",
         "| row | recipe | trainable params | kids-dev WER % | vs reference, points | kids-test WER % | "
-        "adults-test WER % | adults vs stock, points | train min | clips/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "vs reference, points | kids-test hallucinations | adults-test WER % | adults vs stock, points | train min "
+        "| clips/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["rows"]:
         lines.append(
             f"| {x['row']} | {x['recipe']} | {x['trainable_params'] / 1e6:.2f} M ({x['trainable_pct']:.1f} %) | "
             f"{_pct(x['kids-dev'])} | {'-' if x['row'] == 'reference' else _diff(x['kids-dev_minus_reference'])} | "
-            f"{_pct(x['kids-test'])} | {_pct(x['adults-test'])} | {_diff(x['adults-test_minus_stock'])} | "
+            f"{_pct(x['kids-test'])} | {'-' if x['row'] == 'reference' else _diff(x['kids-test_minus_reference'])} | "
+            f"{'-' if x['kids-test'] is None else x['kids-test']['hallucinations']} | "
+            f"{_pct(x['adults-test'])} | {_diff(x['adults-test_minus_stock'])} | "
             f"{x['train_minutes']:.0f} | {x['clips_per_s']:.2f} |")
     beams = [(x["row"], x["kids-dev-beam5"], x["kids-dev-beam5_minus_greedy"]) for x in r["rows"]
              if x["kids-dev-beam5"]]
