@@ -355,3 +355,18 @@ def test_unreadable_input_raises_prepare_error(tmp_path, layout, fmt, match):
 def test_config_validation_names_the_flag(options, match):
     with pytest.raises(ValueError, match=match):
         PrepareConfig(**options)
+
+
+def test_a_full_disk_is_one_line_naming_the_clip_and_leaves_no_temp_file(tmp_path, tone, write_audio, full_disk,
+                                                                          capsys):
+    from kidwhisper.cli import main
+
+    src = _sidecar(tmp_path / "in", write_audio, {n: (tone(), 16000, n.upper()) for n in ("a", "b", "c")})
+    out = tmp_path / "out"
+    refused = full_disk(out, when=lambda path: path.name.startswith(".b.flac."))
+    assert main(["prepare", str(src), str(out), "--jobs", "1", "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"kidwhisper prepare: error: no space left on device writing {out / 'clips' / 'b.flac'}; free some space on "
+        f"that disk (or write to another directory) and run again")
+    assert refused and not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert not (out / "manifest.jsonl").exists()
