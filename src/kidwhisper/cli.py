@@ -143,7 +143,8 @@ def _train_args(p):
     from kidwhisper.train.config import STRATEGIES, TrainConfig
 
     p.add_argument("--config", help="YAML/JSON file with TrainConfig options (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/checkpoints/last (or previous, when last is damaged)")
     p.add_argument("--strategy", choices=STRATEGIES)
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("strategy", "lora", "progress"):
