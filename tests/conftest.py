@@ -92,3 +92,33 @@ def tiny_model_dir(tmp_path_factory, base_dir) -> Path:
     model.save_pretrained(out)
     WhisperProcessor.from_pretrained(base_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """full_disk(root, when=None) -> the list of paths refused: from now on every file kidwhisper writes under
+    ``root`` (for which ``when(path)`` is true) fails as on a full disk: half its bytes land, then
+    OSError(ENOSPC), at the one place kidwhisper writes file contents (kidwhisper.files._write)."""
+    import errno
+    import os
+
+    from kidwhisper import files
+
+    real = files._write
+
+    def arm(root: Path, when=None) -> list[Path]:
+        refused: list[Path] = []
+
+        def write(path, data, mode="wb", fsync=False):
+            path = Path(path)
+            if path.is_relative_to(root) and (when is None or when(path)):
+                with open(path, mode) as f:
+                    f.write(bytes(data)[: len(data) // 2])
+                refused.append(path)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(path, data, mode, fsync)
+
+        monkeypatch.setattr(files, "_write", write)
+        return refused
+
+    return arm

@@ -116,3 +116,60 @@ def test_compare_cli_empty_input(tmp_path):
 def test_export_cli_quantization_needs_ct2(tmp_path):
     r = run("export", str(tmp_path / "out"), "--model", "whisper-tiny.en", "--format", "merged", "--quantization", "int8")
     assert r.returncode == 2 and "--quantization int8 applies to --format ct2 only" in r.stderr
+
+
+def _out_cases(tmp_path):
+    (tmp_path / "file").write_text("mine")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("out: elsewhere\nmodel: ./no-model\n")
+    return {
+        "prepare": lambda out: ["prepare", str(tmp_path / "no-input"), out],
+        "evaluate": lambda out: ["evaluate", "--model", "./no-model", "--data", str(tmp_path / "no-data"), "--out", out],
+        "train": lambda out: ["train", "--model", "./no-model", "--train", "t", "--dev", "d", "--out", out],
+        "compare": lambda out: ["compare", str(tmp_path / "no-results"), "--out", out],
+        "export": lambda out: ["export", out, "--model", "./no-model", "--format", "merged"],
+        "run": lambda out: ["run", str(cfg), "--out", out],
+    }
+
+
+@pytest.mark.parametrize("command", ["prepare", "evaluate", "train", "compare", "export", "run"])
+def test_out_that_cannot_be_a_directory_is_one_line_before_anything_loads(tmp_path, capsys, command):
+    """The model and the input do not exist: the error is about the output, so it was checked first."""
+    from kidwhisper.cli import main
+
+    argv = _out_cases(tmp_path)[command]
+    flag = {"prepare": "OUTPUT_DIR", "export": "OUT"}.get(command, "--out")
+    for out, why in ((tmp_path / "file", f"{flag} {tmp_path / 'file'} is an existing file; pass a directory path (it "
+                                        f"is created if missing)"),
+                     (tmp_path / "file" / "sub", f"{flag} {tmp_path / 'file' / 'sub'}: {tmp_path / 'file'} is a file, "
+                                                 f"so no directory can be made under it; choose another path")):
+        assert main([*argv(str(out)), "-q"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"kidwhisper {command}: error: {why}"
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_verbose_adds_the_traceback_and_bugs_keep_theirs(tmp_path, capsys, monkeypatch):
+    from kidwhisper import cli
+
+    (tmp_path / "file").write_text("mine")
+    assert cli.main(["compare", str(tmp_path), "--out", str(tmp_path / "file"), "-v"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback (most recent call last):" in err and err[-1].startswith("kidwhisper compare: error: --out")
+
+    def buggy(args):
+        raise ValueError("a bug, not a user error")
+
+    help_text, add_args, _ = cli.COMMANDS["compare"]
+    monkeypatch.setitem(cli.COMMANDS, "compare", (help_text, add_args, buggy))
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["compare", str(tmp_path), "--out", str(tmp_path / "report")])
+
+
+def test_language_is_rejected_before_the_model_loads(tmp_path, capsys):
+    from kidwhisper.cli import main
+
+    assert main(["transcribe", "--model", "whisper-tiny.en", "--language", "xx", str(tmp_path / "missing.wav")]) == 2
+    assert capsys.readouterr().err.strip() == ("kidwhisper transcribe: error: --language xx: whisper-tiny.en is an "
+                                               "English-only model; use --language en (or a multilingual model such "
+                                               "as whisper-base)")

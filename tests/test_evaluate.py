@@ -89,3 +89,62 @@ def test_corrupt_or_empty_clips_are_skipped_and_counted_not_decoded(kids_test_cl
     assert summary["n_skipped"] == {"unreadable or corrupt audio": 1, "empty audio (no samples)": 1}
     assert summary["skipped_ids"] == {"unreadable or corrupt audio": ["noise"], "empty audio (no samples)": ["empty"]}
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["n_skipped"] == summary["n_skipped"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "ct2"])
+def test_language_and_out_are_checked_before_anything_loads(kids_manifest, tmp_path, monkeypatch, backend):
+    import kidwhisper.evaluate as evaluate_module
+    from kidwhisper.config import ConfigError, OutputError
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("loaded before the options were checked")
+
+    for name in ("load_model", "load_usable_audios", "resolve_data"):
+        monkeypatch.setattr(evaluate_module, name, must_not_load)
+    out = tmp_path / "o"
+    with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model; use --language en"):
+        evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(out), language="xx",
+                            backend=backend, progress=False))
+    (tmp_path / "file").write_text("mine")
+    for bad, match in ((tmp_path / "file", "is an existing file"), (tmp_path / "file" / "o", "is a file, so no directory")):
+        with pytest.raises(OutputError, match=f"--out {bad}.*{match}"):
+            evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(bad), backend=backend,
+                                progress=False))
+    assert not out.exists() and (tmp_path / "file").read_text() == "mine"
+
+
+def test_language_is_one_the_multilingual_model_knows(tiny_model_dir, kids_manifest, tmp_path):
+    from kidwhisper.config import ConfigError
+    from kidwhisper.models.load import check_language
+
+    with pytest.raises(ConfigError, match=r"--language xx: not a language .* knows; use one of af, .* zh or auto"):
+        evaluate(EvalConfig(model=str(tiny_model_dir), data=str(kids_manifest), out=str(tmp_path), language="xx"))
+    for ok in ("en", "fr", "auto", None):
+        check_language(str(tiny_model_dir), ok)
+
+
+def test_a_full_disk_keeps_the_finished_decode_and_says_where(tiny_model_dir, kids_manifest, tmp_path, monkeypatch,
+                                                             full_disk, capsys):
+    import tempfile
+
+    from kidwhisper.cli import main
+
+    elsewhere = tmp_path / "elsewhere"  # the system temp dir, on another disk
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
+    out = tmp_path / "eval"
+    refused = full_disk(out)
+    rc = main(["evaluate", "--model", str(tiny_model_dir), "--data", str(kids_manifest), "--out", str(out),
+               "--limit", "3", "--max-new-tokens", "8", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0, err
+    (kept,) = elsewhere.iterdir()
+    assert err == (f"kidwhisper evaluate: error: no space left on device writing {out / 'utterances.jsonl'}; free "
+                   f"some space on that disk (or write to another directory) and run again. The finished decode of 3 "
+                   f"clips is saved in {kept} (utterances.jsonl, summary.json, eval_config.yaml): move it to {out} "
+                   f"once there is space")
+    lines = [json.loads(x) for x in (kept / "utterances.jsonl").read_text().splitlines()]
+    assert [x["id"] for x in lines] == [json.loads(x)["id"] for x in kids_manifest.read_text().splitlines()[:3]]
+    assert json.loads((kept / "summary.json").read_text())["n_utts"] == 3 and (kept / "eval_config.yaml").exists()
+    assert refused and list(out.iterdir()) == []  # no temp file, and no summary.json that would look complete
+

@@ -84,3 +84,18 @@ def test_reference_config_trains_like_the_committed_run():
     direct = from_dict(TrainConfig, {**read_config_file(configs / "train-lora.yaml"), "train": "t", "dev": "d",
                                      "out": "o"})
     assert asdict(via_run) == asdict(direct)
+
+
+def test_out_and_languages_are_checked_before_any_step(tmp_path):
+    from kidwhisper.config import OutputError
+    from kidwhisper.pipeline import run
+
+    (tmp_path / "file").write_text("mine")
+    nothing = str(tmp_path / "no-data")  # preparing would fail on it: the checks come first
+    with pytest.raises(OutputError, match="--out .*file is an existing file"):
+        run(RunConfig(out=str(tmp_path / "file"), data=nothing, model="whisper-tiny.en"))
+    with pytest.raises(ConfigError, match="baseline_languages xx: whisper-tiny.en is an English-only model"):
+        run(RunConfig(out=str(tmp_path / "o"), data=nothing, model="whisper-tiny.en", baseline_languages=["en", "xx"]))
+    with pytest.raises(ConfigError, match="train.language fr: whisper-tiny.en is an English-only model"):
+        run(RunConfig(out=str(tmp_path / "o"), data=nothing, model="whisper-tiny.en", train={"language": "fr"}))
+    assert not (tmp_path / "o").exists()

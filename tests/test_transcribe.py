@@ -183,3 +183,10 @@ def test_language_rules_on_a_tiny_random_model(tiny_model_dir, kids_test_clips):
     net.generation_config.is_multilingual = False  # now pretend it is English-only
     with pytest.raises(ValueError, match="English-only"):
         transcribe_loaded(net, processor, ["a"], [audio], language="de")
+
+
+def test_language_is_checked_before_the_audio_and_the_model(tmp_path):
+    from kidwhisper.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model"):
+        transcribe([tmp_path / "missing.flac"], "whisper-tiny.en", language="xx")

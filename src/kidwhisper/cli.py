@@ -1,7 +1,9 @@
 """The ``kidwhisper`` command: one subcommand per stage, each a thin wrapper over a library function.
 
 Every subcommand accepts ``--config FILE.yaml`` where the stage has a config dataclass; flags given on
-the command line override the file. Errors that users can fix exit with status 2 and one clear line.
+the command line override the file. Errors that users can fix (:func:`user_errors`: a bad flag, model,
+manifest, audio file or output path, a full disk) exit with status 2 and one clear line (``-v`` adds the
+traceback); any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,7 +181,8 @@ def _train_args(p):
     from kidwhisper.train.config import STRATEGIES, TrainConfig
 
     p.add_argument("--config", help="YAML/JSON file with TrainConfig options (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from RUN_DIR/checkpoints/last (or previous, when last is damaged)")
     p.add_argument("--strategy", choices=STRATEGIES)
     for f in dataclasses.fields(TrainConfig):
         if f.name in ("strategy", "lora", "progress"):
@@ -323,23 +327,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "bad input": reported in one line, exit status 2."""
+    """Exceptions that mean "bad input" or "cannot write the output": reported in one line, exit status 2."""
     from kidwhisper.audio import AudioError
-    from kidwhisper.config import ConfigError
+    from kidwhisper.config import ConfigError, OutputError
     from kidwhisper.data.manifest import ManifestError
+    from kidwhisper.export import ExportError
     from kidwhisper.models.builtin import ModelError
 
-    errors: list[type[BaseException]] = [AudioError, ConfigError, ManifestError, ModelError, FileNotFoundError]
+    errors: list[type[BaseException]] = [AudioError, ConfigError, ManifestError, ModelError, ExportError,
+                                         OutputError, FileNotFoundError]
     try:
         from kidwhisper.data.prepare import PrepareError
+        from kidwhisper.train.strategies import StrategyError
 
-        errors.append(PrepareError)
+        errors += [PrepareError, StrategyError]
     except ImportError:
         pass
     from kidwhisper.data.recipes import RecipeError
 
     errors.append(RecipeError)
     return tuple(errors)
+
+
+def _no_space(e: BaseException) -> bool:
+    """A full disk or quota met somewhere no kidwhisper write translated it (a library's own cache)."""
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -358,9 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     _, _, handler = COMMANDS[args.command]
     try:
         return handler(args)
-    except user_errors() as e:
-        print(f"kidwhisper {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # config validation in __post_init__
+    except Exception as e:
+        if not (isinstance(e, user_errors()) or _no_space(e)):
+            raise  # a bug: the traceback is the report
+        if args.verbose:
+            traceback.print_exc()
         print(f"kidwhisper {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -22,6 +22,15 @@ class ConfigError(ValueError):
     """A config file or flag that cannot be used; the message names the key and the fix."""
 
 
+class OutputError(Exception):
+    """An output path that cannot be written (a file where a directory belongs, no permission); the message
+    names the path and the fix."""
+
+
+class DiskFullError(OutputError):
+    """The disk (or quota) filled up while writing; the message names the file and what was kept."""
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """YAML or JSON file -> dict."""
     p = Path(path)

@@ -7,7 +7,11 @@ see :mod:`kidwhisper.text` and :mod:`kidwhisper.metrics`.
 
 Writes ``OUT/utterances.jsonl`` (one line per clip: reference, hypothesis, normalized texts, error
 counts, flags), ``OUT/summary.json`` (WER with a speaker-bootstrap 95 % CI, breakdowns, flags, model,
-decoding options, versions, manifest hash, wall time, real-time factor) and ``OUT/eval_config.yaml``.
+decoding options, versions, manifest hash, wall time, real-time factor) and ``OUT/eval_config.yaml``;
+``summary.json`` is written last, so its presence marks a complete evaluation. ``OUT`` and ``language``
+are checked before any model or audio is loaded. When the disk fills up while the results are written,
+the finished decode is written to a new directory in the system temp dir instead and DiskFullError says
+where (or that it could not be saved anywhere).
 A clip whose audio is corrupt or holds no samples is not decoded: it is skipped with a warning and
 counted by reason in ``n_skipped`` (ids in ``skipped_ids``), never scored as silence.
 A token-budget guard (``GUARD_TOKENS_PER_SECOND`` x duration + ``GUARD_SLACK_TOKENS``) is applied after
@@ -19,23 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from kidwhisper.config import package_versions, save_config
-from kidwhisper.data.manifest import (
-    ManifestError,
-    atomic_write_text,
-    load_usable_audios,
-    manifest_hash,
-    read_manifest,
-)
+from kidwhisper.config import ConfigError, OutputError, package_versions, save_config
+from kidwhisper.data.manifest import ManifestError, load_usable_audios, manifest_hash, read_manifest
 from kidwhisper.decode import MAX_NEW_TOKENS, transcribe_arrays
+from kidwhisper.files import atomic_write_text, check_output_dir, writing
 from kidwhisper.metrics import score_utterance, summarize
-from kidwhisper.models.load import load_model
+from kidwhisper.models.load import check_language, load_model
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +68,17 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError("--batch-size must be >= 1")
+            raise ConfigError("--batch-size must be >= 1")
         if self.beam_size < 1:
-            raise ValueError("--beam-size must be >= 1")
+            raise ConfigError("--beam-size must be >= 1")
         if not 1 <= self.max_new_tokens <= 444:
-            raise ValueError("--max-new-tokens must be in 1..444 (Whisper's 448-token context minus the prompt)")
+            raise ConfigError("--max-new-tokens must be in 1..444 (Whisper's 448-token context minus the prompt)")
         if self.limit is not None and self.limit < 1:
-            raise ValueError("--limit must be >= 1")
+            raise ConfigError("--limit must be >= 1")
         if self.backend not in ("torch", "ct2"):
-            raise ValueError(f"--backend must be torch or ct2; got {self.backend!r}")
+            raise ConfigError(f"--backend must be torch or ct2; got {self.backend!r}")
         if self.compute_type != "float32" and self.backend != "ct2":
-            raise ValueError("--compute-type applies to --backend ct2 only")
+            raise ConfigError("--compute-type applies to --backend ct2 only")
 
 
 def resolve_data(data: str | Path, work_dir: Path, progress: bool = True) -> Path:
@@ -101,8 +101,10 @@ def guard_budget(duration: float) -> int:
 
 def evaluate(config: EvalConfig) -> dict:
     """Decode ``config.data`` with ``config.model`` and write utterances.jsonl + summary.json."""
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(config.out, "--out")
+    check_language(config.model, config.language)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     manifest = resolve_data(config.data, out, config.progress)
     clips = read_manifest(manifest)
     if config.limit:
@@ -186,10 +188,34 @@ def evaluate(config: EvalConfig) -> dict:
         "rtf": round(wall / audio_seconds, 4),
         "config": asdict(config),
     })
-    atomic_write_text(out / "utterances.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    save_config(config, out / "eval_config.yaml")
+    write_results(out, lines, summary, config)
     return summary
+
+
+def write_results(out: Path, lines: list[str], summary: dict, config: EvalConfig) -> None:
+    """utterances.jsonl, eval_config.yaml, then summary.json into ``out``. An earlier summary.json is
+    removed first, so ``out`` never pairs an old summary with new utterances. When ``out`` cannot be
+    written (a full disk), the three files go to a new directory in the system temp dir and the
+    OutputError names it."""
+    files = {"utterances.jsonl": "\n".join(lines) + "\n",
+             "summary.json": json.dumps(summary, indent=2, ensure_ascii=False) + "\n"}
+    try:
+        with writing(out / "summary.json"):
+            (out / "summary.json").unlink(missing_ok=True)
+        atomic_write_text(out / "utterances.jsonl", files["utterances.jsonl"])
+        save_config(config, out / "eval_config.yaml")
+        atomic_write_text(out / "summary.json", files["summary.json"])
+    except OutputError as e:
+        try:
+            kept = Path(tempfile.mkdtemp(prefix="kidwhisper-evaluate-"))
+            atomic_write_text(kept / "utterances.jsonl", files["utterances.jsonl"])
+            save_config(config, kept / "eval_config.yaml")
+            atomic_write_text(kept / "summary.json", files["summary.json"])
+        except (OSError, OutputError) as e2:
+            raise type(e)(f"{e}. The finished decode of {len(lines)} clips could not be saved elsewhere either "
+                          f"({e2})") from e
+        raise type(e)(f"{e}. The finished decode of {len(lines)} clips is saved in {kept} (utterances.jsonl, "
+                      f"summary.json, eval_config.yaml): move it to {out} once there is space") from e
 
 
 def _pct(x: float | None) -> str:

@@ -26,7 +26,9 @@
 Every export is written to a temporary directory next to ``OUT`` and renamed into place when complete,
 with ``export_info.json`` (source model, adapter, format, quantization, generation defaults, versions).
 An existing ``OUT`` is replaced only if it is empty or an earlier export (has ``export_info.json``);
-otherwise ExportError (a ValueError) says so and nothing is touched.
+otherwise ExportError (a ValueError) says so and nothing is touched. ``OUT`` is checked before any model
+is loaded (OutputError for a file, a path under a file or an unwritable directory); a full disk while
+writing is a DiskFullError naming ``OUT``, and the temporary directory is removed.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Literal
 
 from kidwhisper.config import package_versions
 from kidwhisper.decode import is_multilingual
+from kidwhisper.files import check_output_dir, writing
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     CACHE_MARKER,
@@ -75,17 +78,18 @@ def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
     (the language the model was tuned on; English).
     """
     if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"--format {fmt}: choose one of {', '.join(EXPORT_FORMATS)}")
+        raise ExportError(f"--format {fmt}: choose one of {', '.join(EXPORT_FORMATS)}")
     if quantization is not None and fmt != "ct2":
-        raise ValueError(f"--quantization {quantization} applies to --format ct2 only; a merged model is "
-                         f"saved in float32")
+        raise ExportError(f"--quantization {quantization} applies to --format ct2 only; a merged model is "
+                          f"saved in float32")
     if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ValueError(f"--quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+        raise ExportError(f"--quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
     out = Path(out)
     _check_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with writing(out.parent):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    with writing(out, cleanup=tmp):  # any failure removes tmp; a full disk is a DiskFullError naming OUT
         info = {"source_model": model, "adapter": str(adapter) if adapter else None, "format": fmt,
                 "quantization": quantization}
         if fmt == "merged":
@@ -101,16 +105,12 @@ def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
             os.replace(out, old)  # an earlier export: out of the way first, deleted once the new one is in
         os.replace(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s%s as %s to %s", model, f" + {adapter}" if adapter else "", fmt, out)
     return out
 
 
 def _check_target(out: Path) -> None:
-    if out.is_file():
-        raise ExportError(f"{out} is a file; pass a directory path for the export")
+    check_output_dir(out, "OUT")
     if out.is_dir() and any(out.iterdir()) and not (out / INFO_FILE).exists():
         raise ExportError(f"{out} exists and is not an earlier kidwhisper export (no {INFO_FILE}); "
                               f"choose a new OUT directory or remove it")

@@ -1,7 +1,8 @@
 """``kidwhisper run CONFIG.yaml``: prepare -> baseline evaluate -> train -> evaluate -> compare.
 
 Every step writes under ``RunConfig.out`` and is skipped when its output is already complete, so a run
-that was interrupted continues where it stopped (training itself resumes from its last checkpoint).
+that was interrupted continues where it stopped (training itself resumes from its last checkpoint). The
+output directory and the languages are checked against the model before any step runs.
 The shipped configs are ``configs/quick.yaml`` (~15 minutes on 2 CPU cores: subsets, few steps) and
 ``configs/reference.yaml`` (the committed result: LoRA on whisper-base, full kids train set).
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from kidwhisper.config import ConfigError, from_dict, read_config_file, save_config
 from kidwhisper.data.manifest import audio_path, read_manifest, write_manifest
+from kidwhisper.files import check_output_dir, writing
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +102,18 @@ def _evaluate(cfg: RunConfig, model: str, adapter: str | None, manifest: Path, o
 
 def run(cfg: RunConfig) -> dict:
     """Run the whole job; returns the compare() result."""
+    from kidwhisper.models.load import check_language
     from kidwhisper.report import compare
+    from kidwhisper.train.checkpoint import has_checkpoint
     from kidwhisper.train.config import TrainConfig
     from kidwhisper.train.loop import train
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(cfg.out, "--out")
+    for lang in cfg.baseline_languages:
+        check_language(cfg.model, lang, flag="baseline_languages")
+    check_language(cfg.model, cfg.train.get("language", "en"), allow_auto=False, flag="train.language")
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "run_config.yaml")
     train_manifest = _prepare(cfg, "train", cfg.train_set, cfg.limit_train)
     dev_manifest = _prepare(cfg, "dev", cfg.dev_set, cfg.limit_dev)
@@ -123,7 +131,7 @@ def run(cfg: RunConfig) -> dict:
     if summary_path.exists():
         log.info("kept existing training run %s", run_dir)
     else:
-        train(tcfg, resume=(run_dir / "checkpoints" / "last").exists())
+        train(tcfg, resume=has_checkpoint(run_dir))
     model, adapter = tuned_model(cfg.model, run_dir)
     for name, manifest in tests.items():
         _evaluate(cfg, model, adapter, manifest, run_dir / "eval" / name, tcfg.language)

@@ -33,8 +33,9 @@ from typing import Literal
 import numpy as np
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+from kidwhisper.config import ConfigError
 from kidwhisper.decode import MAX_NEW_TOKENS, is_multilingual, transcribe_arrays
-from kidwhisper.models.load import load_model
+from kidwhisper.models.load import check_language, load_model
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,16 @@ def _check_language(model, language: str | None, name: str) -> str | None:
     auto = not language or language == "auto"
     if not is_multilingual(model):
         if not auto and language != "en":
-            raise ValueError(f"--language {language}: {name} is an English-only model; use --language en "
-                             f"(or a multilingual model such as whisper-base)")
+            raise ConfigError(f"--language {language}: {name} is an English-only model; use --language en "
+                              f"(or a multilingual model such as whisper-base)")
         return "en"
     if auto:
         return None
     known = getattr(model.generation_config, "lang_to_id", None) or {}
     if known and f"<|{language}|>" not in known:
         codes = sorted(k[2:-2] for k in known)
-        raise ValueError(f"--language {language}: not a language {name} knows; use one of {', '.join(codes)} "
-                         f"or auto")
+        raise ConfigError(f"--language {language}: not a language {name} knows; use one of {', '.join(codes)} "
+                          f"or auto")
     return language
 
 
@@ -127,15 +128,16 @@ def transcribe(files: str | Path | Sequence[str | Path], model: str, adapter: st
     Returns one dict per file, in order: ``file``, ``duration`` (s), ``language`` (of the first decoded
     window), ``text``, ``truncated`` (a window hit the token budget) and ``segments`` (one per window:
     ``id``, ``start``, ``end`` in seconds, ``text``). Render them with :func:`format_transcripts`;
-    ``output_format`` is checked here, before the audio and the model are loaded.
+    ``output_format`` and ``language`` are checked here, before the audio and the model are loaded.
     """
     if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+        raise ConfigError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
     if batch_size < 1:
-        raise ValueError("--batch-size must be >= 1")
+        raise ConfigError("--batch-size must be >= 1")
     paths = [files] if isinstance(files, str | Path) else list(files)
     if not paths:
-        raise ValueError("no audio files given; pass one or more AUDIO paths")
+        raise ConfigError("no audio files given; pass one or more AUDIO paths")
+    check_language(model, language)  # from the model's generation config, before audio and weights load
     audios = load_files(paths)
     net, processor = load_model(model, adapter, device, merge=True)  # merged LoRA decodes at base speed
     return transcribe_loaded(net, processor, paths, audios, language, batch_size, progress,
@@ -227,4 +229,4 @@ def format_transcripts(results: list[dict], output_format: OutputFormat = "text"
         if len(results) == 1:
             return to_srt(results[0])
         return "\n".join(f"==> {r['file']} <==\n{to_srt(r)}" for r in results)
-    raise ValueError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+    raise ConfigError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")

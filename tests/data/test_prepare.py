@@ -509,3 +509,18 @@ def test_rerun_into_an_output_without_a_file_list_cleans_the_clips_of_its_manife
     _, clips = _prepare(src, out)
     assert list(clips) == ["a"]
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["a.flac", "mine.flac"]
+
+
+def test_a_full_disk_is_one_line_naming_the_clip_and_leaves_no_temp_file(tmp_path, tone, write_audio, full_disk,
+                                                                          capsys):
+    from kidwhisper.cli import main
+
+    src = _sidecar(tmp_path / "in", write_audio, {n: (tone(), 16000, n.upper()) for n in ("a", "b", "c")})
+    out = tmp_path / "out"
+    refused = full_disk(out, when=lambda path: path.name.startswith(".b.flac."))
+    assert main(["prepare", str(src), str(out), "--jobs", "1", "-q"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"kidwhisper prepare: error: no space left on device writing {out / 'clips' / 'b.flac'}; free some space on "
+        f"that disk (or write to another directory) and run again")
+    assert refused and not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert not (out / "manifest.jsonl").exists()

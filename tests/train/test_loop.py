@@ -24,7 +24,8 @@ from kidwhisper.train.loop import Trainer, corpus_wer, train
 from kidwhisper.train.strategies import trainable_state_dict
 
 RUN_FILES = {"adapter", "checkpoints", "train_config.yaml", "log.jsonl", "learning_curve.png", "summary.json"}
-CHECKPOINT_FILES = {"trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng_rank0.json", "trainer_state.json"}
+CHECKPOINT_FILES = {"trainable.safetensors", "optimizer.pt", "scheduler.pt", "rng_rank0.json", "trainer_state.json",
+                    "checksums.sha256"}
 
 
 @pytest.fixture
@@ -84,8 +85,9 @@ def test_lora_run_writes_the_run_dir(make_config):
     summary = train(config)
     out = Path(config.out)
     assert {p.name for p in out.iterdir()} == RUN_FILES
-    assert {p.name for p in (out / "checkpoints").iterdir()} == {"last"}
-    assert {p.name for p in (out / "checkpoints" / "last").iterdir()} == CHECKPOINT_FILES
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"last", "previous"}
+    for name in ("last", "previous"):
+        assert {p.name for p in (out / "checkpoints" / name).iterdir()} == CHECKPOINT_FILES
     assert {"adapter_config.json", "adapter_model.safetensors", "kidwhisper_adapter.json"} <= \
         {p.name for p in (out / "adapter").iterdir()}
     meta = json.loads((out / "adapter" / "kidwhisper_adapter.json").read_text())
@@ -186,6 +188,143 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeyp
     assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
     with pytest.raises(ConfigError, match="differ from"):
         train(make_config("killed", **{**opts, "seed": 1}), resume=True)
+
+
+def _step_of(checkpoint: Path) -> int:
+    return json.loads((checkpoint / "trainer_state.json").read_text())["global_step"]
+
+
+def test_a_damaged_checkpoint_falls_back_to_the_previous_one_in_a_moved_run_dir(make_config, monkeypatch, tmp_path,
+                                                                                caplog):
+    """Killed after step 5: last = step 5, previous = step 4. last/optimizer.pt is then cut short and the run
+    directory moved; the resume (given the new place, spelled relative with a trailing slash) warns naming
+    the bad file, continues from step 4 and ends exactly where an uninterrupted run ends."""
+    opts = dict(max_steps=6, eval_every=3, save_every=1, patience=None)
+    reference = train(make_config("uninterrupted", **opts))
+    killed = make_config("killed", **opts)
+    step = Trainer._step
+
+    def die_at_step_6(self, micro_batches):
+        if self.state["global_step"] == 5:
+            raise Killed
+        return step(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "_step", die_at_step_6)
+    with pytest.raises(Killed):
+        train(killed)
+    monkeypatch.undo()
+    ckpts = Path(killed.out) / "checkpoints"
+    assert (_step_of(ckpts / "last"), _step_of(ckpts / "previous")) == (5, 4)
+    optimizer = ckpts / "last" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:1000])
+
+    moved = tmp_path / "moved" / "run"
+    moved.parent.mkdir()
+    shutil.move(killed.out, moved)
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level("WARNING", logger="kidwhisper.train.checkpoint"):
+        resumed = train(make_config("killed", **opts, out="moved/run/"), resume=True)
+    assert "checkpoints/last/optimizer.pt: its sha256 differs" in caplog.text
+    assert resumed["steps"] == 6 and resumed["evals"] == reference["evals"]
+    final = [load_file(str(Path(d) / "checkpoints" / "last" / "trainable.safetensors"))
+             for d in (make_config("uninterrupted").out, moved)]
+    for k in final[0]:
+        torch.testing.assert_close(final[1][k], final[0][k], rtol=1e-5, atol=1e-7)
+    logs = [[json.loads(x) for x in (Path(d) / "log.jsonl").read_text().splitlines()]
+            for d in (make_config("uninterrupted").out, moved)]
+    assert [r["step"] for r in logs[1]] == [1, 2, 3, 4, 5, 6]
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
+    assert sorted(p.name for p in (moved / "checkpoints").iterdir()) == ["last", "last.damaged", "previous"]
+
+
+def test_resume_accepts_the_run_dir_spelled_differently(make_config, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from kidwhisper.config import save_config
+    from kidwhisper.train import checkpoint as ckpt_io
+
+    config = make_config("runs/kill")
+    out = Path(config.out)
+    save_config(config, out / "train_config.yaml")
+    tmp = ckpt_io.tmp_dir(out)
+    tmp.mkdir(parents=True)
+    ckpt_io.write_rng(tmp, 0)
+    ckpt_io.write_files(tmp, {"w": torch.zeros(2)}, {"state": {}, "param_groups": []}, {"last_epoch": 1})
+    ckpt_io.finish(tmp, {"global_step": 1, "epoch": 0, "step_in_epoch": 1, "world_size": 1,
+                         "windows_fingerprint": "w"})
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("runs/kill/", "./runs/kill", str(out.resolve()), str(tmp_path / "runs" / ".." / "runs" / "kill")):
+        trainer = Trainer(make_config(out=spelling), resume=True)
+        trainer.acc = SimpleNamespace(process_index=0)
+        trainer._check_run_dir()
+        assert trainer.ckpt.state["global_step"] == 1
+    with pytest.raises(ConfigError, match=r"option\(s\) \['seed'\] differ"):
+        trainer = Trainer(make_config(out="runs/kill", seed=1), resume=True)
+        trainer.acc = SimpleNamespace(process_index=0)
+        trainer._check_run_dir()
+
+
+def test_out_and_language_are_checked_before_loading(make_config, tmp_path, monkeypatch):
+    from kidwhisper.config import OutputError
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("loaded before the options were checked")
+
+    monkeypatch.setattr(loop, "load_model", must_not_load)
+    monkeypatch.setattr(loop, "load_clip_audios", must_not_load)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(OutputError, match="--out .*file is an existing file"):
+        train(make_config("file"))
+    with pytest.raises(OutputError, match="--out .*file/run: .*file is a file, so no directory can be made under it"):
+        train(make_config("file/run"))
+    with pytest.raises(ConfigError, match="--language xx: not a language .* knows; use one of .*en.*fr"):
+        train(make_config(language="xx"))
+    with pytest.raises(ConfigError, match="--language auto: training needs the language of the data"):
+        train(make_config(language="auto"))
+    with pytest.raises(ConfigError, match="--language de: whisper-tiny.en is an English-only model"):
+        train(make_config(model="whisper-tiny.en", language="de"))
+    assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "run").exists()
+
+
+def test_a_full_disk_stops_training_in_one_line_and_keeps_the_last_checkpoint(make_config, full_disk, capsys):
+    """The second checkpoint's optimizer.pt hits a full disk: `kidwhisper train` says so in one line naming
+    the file, leaves no temp file, and the step-1 checkpoint stays usable; damaging that one too makes
+    --resume fail with one line naming the bad file."""
+    from kidwhisper.cli import main
+    from kidwhisper.train import checkpoint as ckpt_io
+
+    config = make_config("full", max_steps=2, eval_every=2, save_every=1)
+    optimizer_files = []
+
+    def second_optimizer_file(path: Path) -> bool:
+        if path.name == "optimizer.pt":
+            optimizer_files.append(path)
+            return len(optimizer_files) == 2
+        return False
+
+    refused = full_disk(Path(config.out), when=second_optimizer_file)
+    argv = ["train", "--model", config.model, "--train", config.train, "--dev", config.dev, "--out", config.out,
+            "--batch-size", "1", "--max-steps", "2", "--eval-every", "2", "--save-every", "1",
+            "--mixed-precision", "no", "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err == f"kidwhisper train: error: no space left on device writing {refused[0]}; free some space on that " \
+                  f"disk (or write to another directory) and run again"
+    assert refused[0].parent.name == ".last.tmp"
+    out = Path(config.out)
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last"]
+    assert ckpt_io.load_usable(out).state["global_step"] == 1
+    assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+    weights = out / "checkpoints" / "last" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    assert err.startswith(f"kidwhisper train: error: --resume: no usable checkpoint in {out / 'checkpoints'}: "
+                          f"{weights}: its sha256 differs")
 
 
 def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, monkeypatch):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+from kidwhisper.files import atomic_write_text  # also imported from here by other modules
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -196,22 +195,6 @@ def load_clip_audios(clips: list[Clip], manifest_path: str | Path, progress: boo
             raise AudioError(f"{audio_path(clip, manifest_path)}: clip {clip.id} holds no audio samples; "
                              f"re-export it or remove it from the manifest")
     return audios  # type: ignore[return-value]
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:

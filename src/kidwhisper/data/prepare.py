@@ -56,17 +56,13 @@ import numpy as np
 from tqdm import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
+from kidwhisper.config import ConfigError
 from kidwhisper.data import readers, readers_lhotse, segment
-from kidwhisper.data.manifest import (
-    MANIFEST_NAME,
-    Clip,
-    ManifestError,
-    atomic_write_text,
-    read_manifest,
-    write_manifest,
-)
+from kidwhisper.data.manifest import MANIFEST_NAME, Clip, ManifestError, read_manifest, write_manifest
 from kidwhisper.data.readers import FORMATS, InputError, RawItem, ReadOptions, Skip, read_input
 from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
+from kidwhisper.files import atomic_write_bytes, atomic_write_text, writing
+from kidwhisper.files import check_output_dir as check_writable_dir
 
 log = logging.getLogger(__name__)
 
@@ -139,17 +135,17 @@ class PrepareConfig:
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", *FORMATS):
-            raise ValueError(f"`--format` must be one of auto, {', '.join(FORMATS)}; got {self.format!r}")
+            raise ConfigError(f"`--format` must be one of auto, {', '.join(FORMATS)}; got {self.format!r}")
         if not 0 < self.max_duration <= MAX_CLIP_SECONDS:
-            raise ValueError(f"`--max-duration` must be in (0, {MAX_CLIP_SECONDS:g}] seconds (Whisper's window is "
-                             f"{MAX_CLIP_SECONDS:g} s); got {self.max_duration}")
+            raise ConfigError(f"`--max-duration` must be in (0, {MAX_CLIP_SECONDS:g}] seconds (Whisper's window is "
+                              f"{MAX_CLIP_SECONDS:g} s); got {self.max_duration}")
         if not 0 <= self.min_duration < self.max_duration:
-            raise ValueError(f"`--min-duration` must be >= 0 and below `--max-duration` ({self.max_duration:g} s); "
-                             f"got {self.min_duration}")
+            raise ConfigError(f"`--min-duration` must be >= 0 and below `--max-duration` ({self.max_duration:g} s); "
+                              f"got {self.min_duration}")
         if self.jobs < 0:
-            raise ValueError(f"`--jobs` must be >= 0 (0 = all cores); got {self.jobs}")
+            raise ConfigError(f"`--jobs` must be >= 0 (0 = all cores); got {self.jobs}")
         if self.audio_format not in ("flac", "wav"):
-            raise ValueError(f"`--audio-format` must be flac or wav; got {self.audio_format!r}")
+            raise ConfigError(f"`--audio-format` must be flac or wav; got {self.audio_format!r}")
 
 
 # --------------------------------------------------------------------------- transcripts and ids
@@ -284,11 +280,14 @@ def _cut(source: _Source, cid: str, start: float, end: float | None, fixes: list
 
 
 def _write_clip(path: Path, pcm: np.ndarray, audio_format: str) -> None:
+    """Encode in memory, then write atomically (a full disk is a DiskFullError naming the clip)."""
+    import io
+
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), pcm, SAMPLE_RATE, format=audio_format.upper(), subtype="PCM_16")
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    sf.write(buf, pcm, SAMPLE_RATE, format=audio_format.upper(), subtype="PCM_16")
+    atomic_write_bytes(path, buf.getbuffer(), fsync=False)
 
 
 def _convert_task(task: _Task, settings: _Settings) -> list[_Outcome]:
@@ -386,7 +385,7 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def check_output_dir(input_path: Path, out: Path, items: list[RawItem]) -> None:
+def check_no_overlap(input_path: Path, out: Path, items: list[RawItem]) -> None:
     """Refuse an OUTPUT_DIR that overlaps the input: is it, is inside it, contains it, or holds an audio
     file an item refers to (paths compared after resolving symlinks). Raises PrepareError naming both."""
     src, dst = Path(os.path.realpath(input_path)), Path(os.path.realpath(out))
@@ -527,9 +526,7 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
     input is missing/unreadable/of unknown layout, or when no clip survives the checks.
     """
     config = config or PrepareConfig()
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise PrepareError(f"{out}: output exists and is not a directory; pass a directory for OUTPUT_DIR")
+    out = check_writable_dir(output_dir, "OUTPUT_DIR")
     staging = out / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)  # left over by a killed run
     options = ReadOptions(config.split, config.text_column, staging, config.progress)
@@ -541,7 +538,7 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
         except OSError as e:
             raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
         staged = Path(os.path.realpath(staging))  # audio this run extracted from the input, not the user's
-        check_output_dir(Path(input).expanduser(), out,
+        check_no_overlap(Path(input).expanduser(), out,
                          [i for i in items if not _inside(Path(os.path.realpath(i.audio)), staged)])
         warnings = [Skip(kind, item.origin, detail, item.id) for item in items for kind, detail in item.warnings]
         n_input = len(items) + len(skips)
@@ -550,7 +547,8 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
 
         clips_dir = out / CLIPS_DIR
         written = _claim_outputs(out, {f"{item.id}.{config.audio_format}" for item in usable})
-        clips_dir.mkdir(parents=True, exist_ok=True)
+        with writing(clips_dir):
+            clips_dir.mkdir(parents=True, exist_ok=True)
         settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
         outcomes, workers = _run(_tasks(usable), settings, config)
     finally:

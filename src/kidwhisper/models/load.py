@@ -15,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
 
+from kidwhisper.config import ConfigError
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     ModelError,
@@ -77,6 +80,49 @@ def resolve_model_path(model: str) -> str:
     return model  # a Hub id
 
 
+def model_languages(model: str) -> tuple[bool, set[str]] | None:
+    """(multilingual?, the language codes it knows) from ``model``'s generation config, without loading its
+    weights; None when the model has no generation config to read (a Hub id that cannot be reached)."""
+    path = Path(resolve_model_path(model))
+    if path.is_dir():
+        gen_file = path / "generation_config.json"
+        if not gen_file.exists():
+            return None
+        try:
+            gen = json.loads(gen_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{gen_file}: unreadable ({e}); restore the model's generation config") from e
+    else:
+        from transformers import GenerationConfig
+
+        try:
+            gen = GenerationConfig.from_pretrained(str(path), local_files_only=not hub_reachable()).to_dict()
+        except OSError:
+            return None
+    codes = {k[2:-2] for k in (gen.get("lang_to_id") or {})}
+    return bool(gen.get("is_multilingual", bool(codes))), codes
+
+
+def check_language(model: str, language: str | None, allow_auto: bool = True, flag: str = "--language") -> None:
+    """ConfigError unless ``model`` can decode ``language``: an English-only model only ``en``, a
+    multilingual one the codes of its generation config; ``auto`` (detect it) when ``allow_auto``.
+    Reads only the model's generation config, so it runs before any weights or data are loaded."""
+    if not language or language == "auto":
+        if not allow_auto:
+            raise ConfigError(f"{flag} {language}: training needs the language of the data, e.g. {flag} en")
+        return
+    known = model_languages(model)
+    if known is None:
+        return
+    multilingual, codes = known
+    if not multilingual and language != "en":
+        raise ConfigError(f"{flag} {language}: {model} is an English-only model; use {flag} en (or a multilingual "
+                          f"model such as whisper-base)")
+    if multilingual and codes and language not in codes:
+        raise ConfigError(f"{flag} {language}: not a language {model} knows; use one of {', '.join(sorted(codes))}"
+                          f"{' or auto' if allow_auto else ''}")
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """True if the Hugging Face Hub answers (or its cache is forced with HF_HUB_OFFLINE, then False)."""
     import os
@@ -105,6 +151,8 @@ def load_model(model: str, adapter: str | None = None, device: str = "auto",
     try:
         processor = WhisperProcessor.from_pretrained(path, local_files_only=offline)
         net = WhisperForConditionalGeneration.from_pretrained(path, dtype=dtype, local_files_only=offline)
+    except pickle.UnpicklingError as e:
+        raise ModelError(pickle_refused(Path(path), "pytorch_model.bin", e)) from e
     except OSError as e:
         if Path(path).exists():
             raise ModelError(f"{path}: cannot load the model ({e})") from e
@@ -131,6 +179,39 @@ def load_processor(model: str):
                          f"{available_models()}, or a local directory") from e
 
 
+def pickle_refused(where: Path, expected: str, e: Exception) -> str:
+    """The message for a pickle (``.bin``) weight file that ``torch.load(weights_only=True)`` refused."""
+    bins = sorted(where.glob("*.bin"), key=lambda p: p.name != expected) if where.is_dir() else []
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    holds = f" (it holds {found.group(1)}, not only tensors)" if found else ""
+    return (f"{bins[0] if bins else where / expected}: pickle weights are not loaded{holds}; convert to "
+            f"safetensors: load it only where you trust its source and save it with save_pretrained(...) "
+            f"or safetensors.torch.save_file")
+
+
+def adapter_base(adapter: Path) -> str:
+    """Where ``adapter`` says it was trained: adapter_config.json's base_model_name_or_path, and
+    kidwhisper_adapter.json's base_model when that differs."""
+    found = []
+    for name, key in (("adapter_config.json", "base_model_name_or_path"), ("kidwhisper_adapter.json", "base_model")):
+        try:
+            value = json.loads((adapter / name).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if value and value not in [v for v, _ in found]:
+            found.append((value, f"{name} {key}"))
+    if not found:
+        return "a model it does not record (adapter_config.json has no base_model_name_or_path)"
+    return " / ".join(f"{v} ({where})" for v, where in found)
+
+
+def _mismatch_detail(e: Exception) -> str:
+    """The first informative line of a state-dict loading error ("size mismatch for ...")."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    detail = next((x for x in lines if "mismatch" in x or "Missing" in x or "Unexpected" in x), lines[-1] if lines else "")
+    return detail.rstrip(".;")[:300]
+
+
 def attach_adapter(net, adapter: str | Path, model_name: str = ""):
     """Wrap ``net`` with a PEFT adapter directory, with a clear error if it does not fit."""
     from peft import PeftModel
@@ -146,6 +227,8 @@ def attach_adapter(net, adapter: str | Path, model_name: str = ""):
             log.warning("adapter %s was trained on %s, loading it onto %s", adapter, base, model_name)
     try:
         return PeftModel.from_pretrained(net, str(adapter), is_trainable=False)
+    except pickle.UnpicklingError as e:
+        raise ModelError(pickle_refused(adapter, "adapter_model.bin", e)) from e
     except (RuntimeError, ValueError, KeyError) as e:
-        raise ModelError(f"--adapter {adapter} does not fit --model {model_name}: {str(e).splitlines()[0][:300]}; "
-                         f"use the base model the adapter was trained on") from e
+        raise ModelError(f"--adapter {adapter} does not fit --model {model_name}: the adapter was trained on "
+                         f"{adapter_base(adapter)}; pass that model as --model ({_mismatch_detail(e)})") from e

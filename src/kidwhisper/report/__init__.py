@@ -33,7 +33,7 @@ import logging
 from pathlib import Path
 
 from kidwhisper.config import save_config
-from kidwhisper.data.manifest import atomic_write_text
+from kidwhisper.files import atomic_write_text, check_output_dir, writing
 from kidwhisper.report.collect import (
     DEFAULT_SETS,
     CompareConfig,
@@ -82,13 +82,15 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
     """Compare evaluation results and training runs under ``inputs``; write tables, plots and reports to ``out``.
 
     Returns ``{"baseline", "configurations", "sets", "runs", "rows", "files"}`` (``rows`` = comparison.csv).
-    Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline``.
+    Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline``,
+    OutputError (before reading anything) when ``out`` cannot be a writable directory.
     """
     config = config or CompareConfig()
+    out = check_output_dir(out, "--out")
     confs, runs, sets = collect([inputs] if isinstance(inputs, str | Path) else list(inputs), config)
     base = resolve_baseline(confs, config.baseline)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     paired = paired_changes(confs, sets, base)
     table = rows(confs, sets, base, paired)
     write_csv(table, out / "comparison.csv")

@@ -41,6 +41,7 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from kidwhisper.audio import CHUNK_LENGTH
+from kidwhisper.config import ConfigError
 
 ENCODER_FRAMES = 1500  # encoder positions per 30 s window (3000 log-mel frames after the stride-2 conv)
 FRAMES_PER_SECOND = ENCODER_FRAMES // CHUNK_LENGTH  # 50 encoder positions per second
@@ -157,8 +158,8 @@ def decoder_masks(whisper, self_mask: torch.Tensor, cross_mask: torch.Tensor) ->
     masks = {"self_attn": _as_bias(self_mask, implementation, dtype),
              "encoder_attn": _as_bias(cross_mask, implementation, dtype)}
     if implementation not in ("sdpa", "eager"):
-        raise ValueError(f"clip-wise packed targets need sdpa or eager attention, not {implementation!r}; "
-                         f"load the model with attn_implementation='sdpa' or train with --pack-mode joined")
+        raise ConfigError(f"clip-wise packed targets need sdpa or eager attention, not {implementation!r}; "
+                          f"load the model with attn_implementation='sdpa' or train with --pack-mode joined")
 
     def hook(mask):
         def pre_hook(module, args, kwargs):

@@ -19,8 +19,10 @@ Run directory::
     RUN_DIR/model/                 full/encoder/decoder: best dev-WER model (safetensors + processor +
                                    generation config with language/task)
     RUN_DIR/checkpoints/last/      trainable.safetensors, optimizer.pt, scheduler.pt, rng_rank<R>.json,
-                                   trainer_state.json (data position, best WER, patience); replaced
-                                   atomically, read by ``resume=True``
+                                   trainer_state.json (data position, best WER, patience),
+                                   checksums.sha256; replaced atomically, read by ``resume=True``
+    RUN_DIR/checkpoints/previous/  the checkpoint before it, the fallback when ``last`` is damaged
+                                   (:mod:`kidwhisper.train.checkpoint`)
     RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
     RUN_DIR/learning_curve.png     training loss and dev WER against step
     RUN_DIR/summary.json           parameters, best dev WER and step, timing, throughput, peak memory,
@@ -29,12 +31,18 @@ Run directory::
 
 A run killed at any point continues with ``resume=True`` from the last checkpoint and ends where an
 uninterrupted run with the same config ends: the epoch order is a function of (seed, epoch), and the
-weights, optimizer, scheduler and RNG states (python, numpy, torch) are restored.
+weights, optimizer, scheduler and RNG states (python, numpy, torch) are restored. The run directory is
+wherever the checkpoint is: a moved run resumes with its new path as ``out``.
+
+``out`` is checked (a directory that can be written) and ``language`` against the model before anything
+is loaded; a full disk stops the run with DiskFullError naming the file, leaving the last complete
+checkpoint in place and no temp files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import math
@@ -54,17 +62,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kidwhisper.config import ConfigError, package_versions, save_config
-from kidwhisper.data.manifest import (
-    atomic_write_text,
-    load_usable_audios,
-    manifest_hash,
-    read_manifest,
-    resolve_manifest_path,
-)
+from kidwhisper.data.manifest import load_usable_audios, manifest_hash, read_manifest, resolve_manifest_path
 from kidwhisper.decode import is_multilingual, transcribe_arrays
-from kidwhisper.models.load import load_model, resolve_device
+from kidwhisper.files import append_text, atomic_write_bytes, atomic_write_text, check_output_dir, writing
+from kidwhisper.models.load import check_language, load_model, resolve_device
 from kidwhisper.train import batching
 from kidwhisper.train.augment import ClipAugment
+from kidwhisper.train import checkpoint as ckpt_io
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
 from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
@@ -72,10 +76,8 @@ from kidwhisper.train.strategies import apply_strategy, parameter_count, trainab
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoints/last"
-STATE_FILE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
-WEIGHTS_FILE = "trainable.safetensors"
 RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size"}  # other options must match
+RESUME_PATHS = {"model", "train", "dev"}  # compared as resolved paths (a name or Hub id: as written)
 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
@@ -86,7 +88,7 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
     pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
     kept = [word_errors(r, h) for r, h in pairs if not is_empty(r)]
     if not kept:
-        raise ValueError("every dev reference normalizes to empty; the dev set cannot score WER")
+        raise ConfigError("--dev: every dev reference normalizes to empty; the dev set cannot score WER")
     return sum_counts(kept).wer, len(pairs) - len(kept)
 
 
@@ -129,36 +131,16 @@ def _replace_dir(tmp: Path, final: Path) -> None:
     if old.exists() and final.exists():
         shutil.rmtree(old)
     if final.exists():
-        os.replace(final, old)  # a kill here leaves old, which _find_checkpoint falls back to
+        os.replace(final, old)  # a kill here leaves old, which _restore_dir puts back
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _find_checkpoint(out: Path) -> Path | None:
-    for d in (out / CHECKPOINT, out / (CHECKPOINT + ".old")):
-        if (d / STATE_FILE).exists():
-            return d
-    return None
-
-
-def _rng_state() -> dict:
-    v, state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    d = {"python": [v, list(state), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
-         "torch": torch.get_rng_state().tolist()}
-    if torch.cuda.is_available():
-        d["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
-    return d
-
-
-def _set_rng_state(d: dict) -> None:
-    v, state, gauss = d["python"]
-    random.setstate((v, tuple(state), gauss))
-    name, keys, pos, has_gauss, cached = d["numpy"]
-    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(torch.tensor(d["torch"], dtype=torch.uint8))
-    if "cuda" in d and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in d["cuda"]])
+def _restore_dir(final: Path) -> None:
+    """Put back ``final`` from the ``.old`` copy a kill inside :func:`_replace_dir` left behind."""
+    old = final.with_name(final.name + ".old")
+    if old.is_dir() and not final.exists():
+        os.replace(old, final)
 
 
 def peak_memory_mb() -> dict[str, float | None]:
@@ -189,10 +171,10 @@ def plot_learning_curve(log_path: Path, png: Path, title: str = "") -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format="png")
     plt.close(fig)
-    os.replace(tmp, png)
+    atomic_write_bytes(png, buf.getbuffer(), fsync=False)
 
 
 class Trainer:
@@ -226,21 +208,30 @@ class Trainer:
         return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait])
 
     def _check_run_dir(self) -> None:
-        ckpt = _find_checkpoint(self.out)
-        if self.resume and ckpt is None:
-            raise ConfigError(f"--resume: no checkpoint in {self.out / CHECKPOINT}; start the run without --resume")
-        if not self.resume and (ckpt is not None or (self.out / "summary.json").exists()):
-            raise ConfigError(f"--out {self.out} already holds a run; pass --resume to continue it or choose "
-                              f"another --out")
-        if self.resume and (self.out / "train_config.yaml").exists():
+        """--out, --language and the run directory against --resume, before any model or data is loaded;
+        on resume, the checkpoint to continue from (``self.ckpt``)."""
+        check_output_dir(self.out, "--out")
+        check_language(self.config.model, self.config.language, allow_auto=False)
+        self.ckpt = None
+        if not self.resume:
+            if ckpt_io.has_checkpoint(self.out) or (self.out / "summary.json").exists():
+                raise ConfigError(f"--out {self.out} already holds a run; pass --resume to continue it or choose "
+                                  f"another --out")
+            return
+        if not ckpt_io.has_checkpoint(self.out):
+            raise ConfigError(f"--resume: no checkpoint in {self.out / ckpt_io.CHECKPOINTS}; start the run without "
+                              f"--resume")
+        saved_file = self.out / "train_config.yaml"
+        if saved_file.exists():
             import yaml
 
-            saved = yaml.safe_load((self.out / "train_config.yaml").read_text())
+            saved = yaml.safe_load(saved_file.read_text())
             now = asdict(self.config)
-            diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and saved.get(k) != now[k])
+            diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and not _same_option(k, saved.get(k), now[k]))
             if diff:
-                raise ConfigError(f"--resume: option(s) {diff} differ from {self.out / 'train_config.yaml'}; "
-                                  f"resume with the run's own options (or start a new --out)")
+                raise ConfigError(f"--resume: option(s) {diff} differ from {saved_file}; resume with the run's own "
+                                  f"options (or start a new --out)")
+        self.ckpt = ckpt_io.load_usable(self.out, self.acc.process_index)
 
     def _load_data(self, tokenizer, multilingual: bool) -> None:
         c = self.config
@@ -297,6 +288,10 @@ class Trainer:
         if not acc.is_main_process:
             self.log.setLevel(logging.WARNING)
         self._check_run_dir()
+        if self.ckpt is not None and self.ckpt.passed_over:
+            acc.wait_for_everyone()  # every process has read its checkpoint before the damaged ones move
+            if acc.is_main_process:
+                ckpt_io.set_aside(self.ckpt.passed_over)
         set_seed(c.seed)
         net, self.processor = load_model(c.model, device="cpu")
         net.config.apply_spec_augment = c.spec_augment
@@ -326,7 +321,7 @@ class Trainer:
                       "best_step": None, "bad_evals": 0, "evals": [], "elapsed_s": 0.0, "train_s": 0.0,
                       "eval_s": 0.0, "windows_seen": 0, "clips_seen": 0, "stopped_early": False,
                       "world_size": self.world, "windows_fingerprint": self.fingerprint}
-        ckpt = _find_checkpoint(self.out) if self.resume else None
+        ckpt = self.ckpt
         if ckpt is not None:
             self._load_weights(model, ckpt)
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -335,32 +330,34 @@ class Trainer:
         optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.lr)
         self.scheduler = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.total_steps)
         if ckpt is not None:
-            optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-            self.scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+            optimizer.load_state_dict(ckpt.optimizer)
+            self.scheduler.load_state_dict(ckpt.scheduler)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         set_seed(c.seed, device_specific=True)
         if ckpt is not None:
             self._load_state(ckpt)
+            self.ckpt = None  # the parsed state dicts are not needed any more
+            if acc.is_main_process:
+                _restore_dir(self.out / ("adapter" if c.is_lora else "model"))
         elif acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
+            with writing(self.out):
+                self.out.mkdir(parents=True, exist_ok=True)
             save_config(c, self.out / "train_config.yaml")
-            (self.out / "log.jsonl").write_text("")
+            atomic_write_text(self.out / "log.jsonl", "")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
-    def _load_weights(self, model, ckpt: Path) -> None:
-        from safetensors.torch import load_file
-
-        saved = load_file(str(ckpt / WEIGHTS_FILE))
+    def _load_weights(self, model, ckpt: ckpt_io.Checkpoint) -> None:
+        saved = ckpt.weights
         params = dict(trainable_state_dict(model))
         if set(saved) != set(params):
-            raise ConfigError(f"--resume: {ckpt / WEIGHTS_FILE} holds other parameters than --strategy "
-                              f"{self.config.strategy} trains; resume with the run's own options")
+            raise ConfigError(f"--resume: {ckpt.path / ckpt_io.WEIGHTS_FILE} holds other parameters than "
+                              f"--strategy {self.config.strategy} trains; resume with the run's own options")
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
 
-    def _load_state(self, ckpt: Path) -> None:
-        state = json.loads((ckpt / STATE_FILE).read_text())
+    def _load_state(self, ckpt: ckpt_io.Checkpoint) -> None:
+        state = ckpt.state
         if state["world_size"] != self.world:
             raise ConfigError(f"--resume: the run used {state['world_size']} processes, now {self.world}; "
                               f"resume with the same number of processes")
@@ -368,14 +365,14 @@ class Trainer:
             raise ConfigError("--resume: the training windows differ from the checkpoint's (manifest, tokenizer "
                               "or packing options changed); resume with the same --train and options")
         self.state.update(state)
-        _set_rng_state(json.loads((ckpt / f"rng_rank{self.rank}.json").read_text()))
+        ckpt_io.set_rng_state(ckpt.rng)
         if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
             p = self.out / "log.jsonl"
             lines = p.read_text().splitlines() if p.exists() else []
-            kept = [x for x in lines if x.strip() and json.loads(x)["step"] <= state["global_step"]]
+            kept = [x for x in lines if x.strip() and _logged_step(x) <= state["global_step"]]
             atomic_write_text(p, "".join(x + "\n" for x in kept))
-        self.log.info("resuming %s from step %d (epoch %d, step %d of it)", self.out, state["global_step"],
-                      state["epoch"], state["step_in_epoch"])
+        self.log.info("resuming %s from %s: step %d (epoch %d, step %d of it)", self.out, ckpt.path.name,
+                      state["global_step"], state["epoch"], state["step_in_epoch"])
 
     # ---------------------------------------------------------------------------------------- training
     def _encoder_states(self, index: torch.Tensor) -> torch.Tensor:
@@ -515,8 +512,7 @@ class Trainer:
                     row["dev_wer"] = self._after_eval(step, wer)
                     row["dev_truncated"] = truncated
                 if acc.is_main_process:
-                    with open(self.out / "log.jsonl", "a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
+                    append_text(self.out / "log.jsonl", json.dumps(row) + "\n")
                 if "dev_wer" in row or step % self.save_every == 0:
                     s["train_s"] = train0 + t_train
                     s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
@@ -560,40 +556,38 @@ class Trainer:
             final = self.out / ("adapter" if self.config.is_lora else "model")
             tmp = self.out / f".{final.name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            if self.config.is_lora:
-                model.save_pretrained(str(tmp), safe_serialization=True)
-                meta = {"base_model": self.config.model, "strategy": self.config.strategy,
-                        "step": self.state["global_step"], "dev_wer": self.state["best_wer"]}
-                (tmp / "kidwhisper_adapter.json").write_text(json.dumps(meta, indent=2) + "\n")
-            else:
-                gen = model.generation_config
-                if self.multilingual:
-                    gen.language, gen.task = self.config.language, "transcribe"
-                model.save_pretrained(str(tmp), safe_serialization=True)
-                self.processor.save_pretrained(str(tmp))
+            with writing(tmp, cleanup=tmp):  # save_pretrained writes the files itself
+                if self.config.is_lora:
+                    model.save_pretrained(str(tmp), safe_serialization=True)
+                    meta = {"base_model": self.config.model, "strategy": self.config.strategy,
+                            "step": self.state["global_step"], "dev_wer": self.state["best_wer"]}
+                    atomic_write_text(tmp / "kidwhisper_adapter.json", json.dumps(meta, indent=2) + "\n")
+                else:
+                    gen = model.generation_config
+                    if self.multilingual:
+                        gen.language, gen.task = self.config.language, "transcribe"
+                    model.save_pretrained(str(tmp), safe_serialization=True)
+                    self.processor.save_pretrained(str(tmp))
             _replace_dir(tmp, final)
         self.acc.wait_for_everyone()
 
     def save_checkpoint(self) -> None:
-        """Write RUN_DIR/checkpoints/last atomically (temp dir, then rename over the old one)."""
-        from safetensors.torch import save_file
-
-        final = self.out / CHECKPOINT
-        tmp = final.with_name(".last.tmp")
+        """Write RUN_DIR/checkpoints/last (the old one becomes previous); see kidwhisper.train.checkpoint."""
+        tmp = ckpt_io.tmp_dir(self.out)
         if self.acc.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            with writing(tmp):
+                tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
-        (tmp / f"rng_rank{self.rank}.json").write_text(json.dumps(_rng_state()))
-        if self.acc.is_main_process:
-            weights = trainable_state_dict(self.acc.unwrap_model(self.model))
-            save_file({k: v.to("cpu").contiguous() for k, v in weights.items()}, str(tmp / WEIGHTS_FILE))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+        with writing(tmp, cleanup=tmp):
+            ckpt_io.write_rng(tmp, self.rank)
+            if self.acc.is_main_process:
+                ckpt_io.write_files(tmp, trainable_state_dict(self.acc.unwrap_model(self.model)),
+                                    self.optimizer.state_dict(), self.scheduler.state_dict())
         self.acc.wait_for_everyone()
         if self.acc.is_main_process:
-            (tmp / STATE_FILE).write_text(json.dumps(self.state))
-            _replace_dir(tmp, final)
+            with writing(tmp, cleanup=tmp):
+                ckpt_io.finish(tmp, self.state)
         self.acc.wait_for_everyone()
 
     def _summary(self) -> dict:
@@ -622,6 +616,25 @@ class Trainer:
             "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
             **self.hashes, "versions": package_versions(),
         }
+
+
+def _same_option(key: str, saved, now) -> bool:
+    """Whether a saved option and the one given now agree for --resume: ``out`` always does (the run is
+    where its checkpoint is), paths that resolve to the same file do."""
+    if key == "out" or saved == now:
+        return True
+    if key in RESUME_PATHS and isinstance(saved, str) and isinstance(now, str):
+        a, b = Path(saved).expanduser(), Path(now).expanduser()
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return False
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line; a line cut short by a kill counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def hash_windows(windows) -> str:

@@ -1,0 +1,143 @@
+"""Writing outputs safely: output directories checked before any work, atomic writes, and a full disk or
+an unwritable directory reported as one line that names the file.
+
+Every file kidwhisper writes itself goes through :func:`_write` (open, write, optionally fsync), called
+by :func:`write_bytes` (into a temp directory that is renamed later), :func:`atomic_write_bytes` /
+:func:`atomic_write_text` (temp file + rename in the same directory) or :func:`append_text`. Files written
+by other libraries (``save_pretrained``, the CTranslate2 converter) are wrapped in :func:`writing`, which
+translates their errors the same way. On failure no ``.tmp`` file is left behind: a temp file is removed,
+and a temp directory is removed by the code that made it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from kidwhisper.config import DiskFullError, OutputError
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+NOT_WRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+# Libraries that do not raise OSError still say so in their message (safetensors: "os error 28").
+NO_SPACE_TEXT = ("No space left on device", "Disk quota exceeded", "os error 28", "os error 122")
+
+
+def output_error(e: BaseException, path: str | Path) -> OutputError | None:
+    """The OutputError (DiskFullError for a full disk or quota) that ``e``, raised while writing ``path``,
+    means; None when ``e`` is something else (a bug, to be shown as it is)."""
+    code = getattr(e, "errno", None)
+    if code in NO_SPACE or (not isinstance(e, OSError) and any(t in str(e) for t in NO_SPACE_TEXT)):
+        return DiskFullError(f"no space left on device writing {path}; free some space on that disk (or write "
+                             f"to another directory) and run again")
+    if code in NOT_WRITABLE:
+        return OutputError(f"{path}: cannot write there ({os.strerror(code)}); choose a directory you can "
+                           f"write to or fix its permissions")
+    if code in (errno.ENOTDIR, errno.EEXIST) and isinstance(e, OSError):
+        return OutputError(f"{path}: a file is in the way of a directory ({e.filename or path}); remove it or "
+                           f"choose another output directory")
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, cleanup: str | Path | None = None) -> Iterator[None]:
+    """Raise errors of the block that mean "cannot write" as OutputError / DiskFullError naming ``path``
+    (others pass unchanged); remove ``cleanup`` (a temp file or directory) when the block fails."""
+    try:
+        yield
+    except BaseException as e:
+        if cleanup is not None:
+            _remove(Path(cleanup))
+        err = None if isinstance(e, OutputError) or not isinstance(e, Exception) else output_error(e, path)
+        if err is not None:
+            raise err from e
+        raise
+
+
+def _write(path: Path, data: bytes | memoryview, mode: str = "wb", fsync: bool = False) -> None:
+    """Put ``data`` in ``path``: the one place kidwhisper writes file contents (tests replace it to
+    simulate a full disk)."""
+    with open(path, mode) as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_bytes(path: str | Path, data: bytes | memoryview, fsync: bool = False) -> None:
+    """Write ``data`` to ``path`` in place (for files inside a temp directory that is renamed when complete)."""
+    path = Path(path)
+    with writing(path):
+        _write(path, data, fsync=fsync)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes | memoryview, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same directory and an atomic rename: ``path`` is
+    either the old file or the complete new one, and the temp file is gone either way."""
+    path = Path(path)
+    with writing(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    with writing(path, cleanup=name):
+        _write(Path(name), data, fsync=fsync)
+        os.replace(name, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` of UTF-8 text, synced to disk before the rename."""
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=True)
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append ``text`` to ``path`` in one write; when that fails the file is cut back to its old length,
+    so a log never ends in half a line."""
+    path = Path(path)
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with writing(path):
+            _write(path, text.encode("utf-8"), mode="ab")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.truncate(path, size)
+        raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` if it is a writable directory or can be created as one; OutputError naming ``flag`` and the
+    fix otherwise. Nothing is created: this runs before any model or data is loaded."""
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{flag} {path} is an existing file; pass a directory path (it is created if missing)")
+    existing = p.absolute()
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{flag} {path}: {existing} is a file, so no directory can be made under it; choose "
+                          f"another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: {existing} is not writable; choose a directory you can write to or "
+                          f"fix its permissions")
+    return p

@@ -1,0 +1,258 @@
+"""Resumable training checkpoints: written atomically, verified by sha256, the previous one kept.
+
+Layout::
+
+    RUN_DIR/checkpoints/last/        the newest checkpoint
+    RUN_DIR/checkpoints/previous/    the one before it, used when ``last`` is damaged
+
+Each holds ``trainable.safetensors`` (the trained parameters), ``optimizer.pt`` and ``scheduler.pt``
+(state dicts, read with ``weights_only=True``), ``rng_rank<R>.json`` (python, numpy and torch RNG states
+of process R), ``trainer_state.json`` (data position, best WER, patience) and ``checksums.sha256``: the
+sha256 of every other file in ``sha256sum`` format (``sha256sum -c checksums.sha256`` checks it by hand).
+
+Writing: every file goes to ``checkpoints/.last.tmp``, the checksums last (:func:`write_files`,
+:func:`finish`); then ``previous`` is moved aside and deleted, ``last`` becomes ``previous`` and the temp
+directory becomes ``last``. Each step is a rename, so a kill at any moment leaves a complete ``last`` or
+``previous``.
+
+Loading (:func:`load_usable`): ``last``, then ``previous``, then ``last.old`` (the fallback directory of
+older versions); each is checked against its checksums and parsed, and the first usable one is returned
+with a warning naming the file that ruled out a newer one. CheckpointError names every bad file when none
+is usable. A checkpoint written without ``checksums.sha256`` (older versions) is parsed but cannot be
+verified.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kidwhisper.config import ConfigError
+from kidwhisper.files import sha256_file, write_bytes
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+LAST, PREVIOUS, LEGACY = "last", "previous", "last.old"  # newest first; last.old: older versions' fallback
+TMP = ".last.tmp"
+DAMAGED_SUFFIX = ".damaged"  # a damaged checkpoint that was passed over is kept under this name
+WEIGHTS_FILE = "trainable.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+SCHEDULER_FILE = "scheduler.pt"
+STATE_FILE = "trainer_state.json"
+CHECKSUMS_FILE = "checksums.sha256"  # written last: lists every other file of the checkpoint
+STATE_KEYS = ("global_step", "epoch", "step_in_epoch", "world_size", "windows_fingerprint")
+
+
+class CheckpointError(ConfigError):
+    """No checkpoint of the run can be used; the message names each bad file and the way out."""
+
+
+@dataclass
+class Checkpoint:
+    """A verified, parsed checkpoint, ready to be put into the model, optimizer, scheduler and RNGs."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    optimizer: dict
+    scheduler: dict
+    state: dict
+    rng: dict
+    passed_over: list[Path] = field(default_factory=list)  # newer checkpoints that were damaged
+
+
+class _Damaged(Exception):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+
+
+def rng_file(rank: int) -> str:
+    return f"rng_rank{rank}.json"
+
+
+def rng_state() -> dict:
+    """The python, numpy, torch (and CUDA) RNG states as JSON-ready lists."""
+    v, state, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    d = {"python": [v, list(state), gauss], "numpy": [name, keys.tolist(), pos, has_gauss, cached],
+         "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        d["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return d
+
+
+def set_rng_state(d: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    v, state, gauss = d["python"]
+    random.setstate((v, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = d["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(d["torch"], dtype=torch.uint8))
+    if "cuda" in d and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in d["cuda"]])
+
+
+# ------------------------------------------------------------------------------------------ writing
+def tmp_dir(run_dir: Path) -> Path:
+    return run_dir / CHECKPOINTS / TMP
+
+
+def write_rng(tmp: Path, rank: int) -> None:
+    """This process's RNG states into the temp checkpoint ``tmp`` (every process writes its own)."""
+    write_bytes(tmp / rng_file(rank), json.dumps(rng_state()).encode())
+
+
+def write_files(tmp: Path, weights: dict[str, torch.Tensor], optimizer: dict, scheduler: dict) -> None:
+    """The trained parameters, optimizer and scheduler state into ``tmp`` (main process)."""
+    from safetensors.torch import save
+
+    write_bytes(tmp / WEIGHTS_FILE, save({k: v.to("cpu").contiguous() for k, v in weights.items()}))
+    for name, obj in ((OPTIMIZER_FILE, optimizer), (SCHEDULER_FILE, scheduler)):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        write_bytes(tmp / name, buf.getbuffer())
+
+
+def finish(tmp: Path, state: dict) -> Path:
+    """Write the trainer state and the checksums into ``tmp``, then make it ``last`` (the old ``last``
+    becomes ``previous``); returns the new ``last``."""
+    write_bytes(tmp / STATE_FILE, json.dumps(state).encode())
+    sums = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.name != CHECKSUMS_FILE)
+    write_bytes(tmp / CHECKSUMS_FILE, sums.encode())
+    root = tmp.parent
+    last, previous, trash = root / LAST, root / PREVIOUS, root / ".previous.del"
+    if last.exists():
+        if previous.exists():
+            _remove_dir(trash)
+            os.replace(previous, trash)  # a kill from here on leaves last (and then previous) complete
+        os.replace(last, previous)
+    os.replace(tmp, last)
+    _remove_dir(trash)
+    _remove_dir(root / LEGACY)
+    return last
+
+
+def _remove_dir(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ loading
+def candidates(run_dir: Path) -> list[Path]:
+    """The checkpoint directories of a run, newest first."""
+    return [d for d in (run_dir / CHECKPOINTS / n for n in (LAST, PREVIOUS, LEGACY)) if d.is_dir()]
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return bool(candidates(run_dir))
+
+
+def _read_checksums(d: Path) -> dict[str, str]:
+    path = d / CHECKSUMS_FILE
+    sums = {}
+    try:
+        for line in path.read_text(encoding="ascii").splitlines():
+            digest, name = line.split("  ", 1)
+            if len(digest) != 64 or "/" in name:
+                raise ValueError(line[:80])
+            sums[name] = digest
+    except (OSError, ValueError) as e:
+        raise _Damaged(path, f"unreadable ({e})") from e
+    return sums
+
+
+def _verify(d: Path, rank: int) -> None:
+    """Raise _Damaged naming the first file that is missing or differs from its recorded sha256."""
+    required = [WEIGHTS_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE, rng_file(rank)]
+    if not (d / CHECKSUMS_FILE).exists():
+        missing = [n for n in required if not (d / n).is_file()]
+        if missing:
+            raise _Damaged(d / missing[0], "missing")
+        log.info("%s has no %s (written by an older kidwhisper): its files are parsed but not verified",
+                 d, CHECKSUMS_FILE)
+        return
+    sums = _read_checksums(d)
+    for name in required:
+        if name not in sums:
+            raise _Damaged(d / name, f"not listed in {CHECKSUMS_FILE}")
+    for name, digest in sums.items():  # every process checks every file, so all choose the same checkpoint
+        path = d / name
+        if not path.is_file():
+            raise _Damaged(path, "missing")
+        if sha256_file(path) != digest:
+            raise _Damaged(path, f"its sha256 differs from the one in {CHECKSUMS_FILE} (truncated or damaged)")
+
+
+def _parse(path: Path, read):
+    from safetensors import SafetensorError
+
+    try:
+        return read(path)
+    except (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError, SafetensorError) as e:
+        detail = str(e).splitlines()[0][:200] if str(e) else ""
+        raise _Damaged(path, f"unreadable ({type(e).__name__}: {detail})") from e
+
+
+def _json(path: Path) -> dict:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def load(d: Path, rank: int = 0) -> Checkpoint:
+    """Verify and parse checkpoint directory ``d`` for process ``rank``; raises _Damaged naming the file."""
+    from safetensors.torch import load_file
+
+    _verify(d, rank)
+    state = _parse(d / STATE_FILE, _json)
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing:
+        raise _Damaged(d / STATE_FILE, f"lacks {missing}")
+
+    def torch_load(p: Path):
+        return torch.load(p, weights_only=True)
+
+    return Checkpoint(d, _parse(d / WEIGHTS_FILE, lambda p: load_file(str(p))), _parse(d / OPTIMIZER_FILE, torch_load),
+                      _parse(d / SCHEDULER_FILE, torch_load), state, _parse(d / rng_file(rank), _json))
+
+
+def load_usable(run_dir: Path, rank: int = 0) -> Checkpoint:
+    """The newest usable checkpoint of ``run_dir`` (see the module docstring); CheckpointError when none is."""
+    problems: list[_Damaged] = []
+    for d in candidates(run_dir):
+        try:
+            ckpt = load(d, rank)
+        except _Damaged as e:
+            problems.append(e)
+            continue
+        for p in problems:
+            log.warning("checkpoint %s is not usable: %s; resuming from %s instead", p.path.parent, p, d)
+        ckpt.passed_over = [p.path.parent for p in problems]
+        return ckpt
+    where = run_dir / CHECKPOINTS
+    if not problems:
+        raise CheckpointError(f"--resume: no checkpoint in {where}; start the run without --resume")
+    raise CheckpointError(f"--resume: no usable checkpoint in {where}: {'; '.join(map(str, problems))}; "
+                          f"start the run again in a new --out (or delete {where} to restart in this one)")
+
+
+def set_aside(damaged: list[Path]) -> None:
+    """Rename checkpoints that were passed over to ``<name>.damaged`` (replacing an earlier one), so the
+    next save does not turn a damaged ``last`` into ``previous``; they stay there for inspection."""
+    for d in damaged:
+        target = d.with_name(d.name + DAMAGED_SUFFIX)
+        _remove_dir(target)
+        os.replace(d, target)
+        log.warning("moved the damaged checkpoint %s to %s", d, target)
