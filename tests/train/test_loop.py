@@ -271,7 +271,7 @@ def test_out_and_language_are_checked_before_loading(make_config, tmp_path, monk
         raise AssertionError("loaded before the options were checked")
 
     monkeypatch.setattr(loop, "load_model", must_not_load)
-    monkeypatch.setattr(loop, "load_clip_audios", must_not_load)
+    monkeypatch.setattr(loop, "load_usable_audios", must_not_load)
     (tmp_path / "file").write_text("mine")
     with pytest.raises(OutputError, match="--out .*file is an existing file"):
         train(make_config("file"))
