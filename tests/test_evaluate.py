@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
+
+from pathlib import Path
+
 import pytest
 
 from kidwhisper.evaluate import EvalConfig, evaluate, guard_budget
@@ -60,6 +63,38 @@ def test_ct2_backend_decodes_like_torch(kids_manifest, tmp_path):
         hyps[backend] = [json.loads(line)["hyp"] for line in lines]
     assert hyps["torch"] == hyps["ct2"]
     assert json.loads((tmp_path / "ct2" / "summary.json").read_text())["backend"] == "ct2"
+
+
+@pytest.mark.slow
+def test_ct2_backend_bounds_and_guards_runaway_decodes_like_torch(tmp_path):
+    """Clips on which whisper-base runs away (the committed baseline's ``truncated`` clips): both backends stop
+    at --max-new-tokens, flag it, and the duration guard cuts both to the same text."""
+    import soundfile as sf
+
+    from kidwhisper.data.manifest import Clip, write_manifest
+
+    repo = Path(__file__).resolve().parents[1]
+    kids = repo.parent / "shared" / "data" / "speechocean762-kids" / "test"
+    if not kids.exists():
+        pytest.skip(f"{kids} not found")
+    baseline = repo / "results" / "baseline" / "whisper-base-en" / "kids-test" / "utterances.jsonl"
+    runaway = [u for u in map(json.loads, baseline.read_text().splitlines()) if u["truncated"]][:2]
+    wav = dict(line.split() for line in (kids / "wav.scp").read_text().splitlines())
+    text = dict(line.split(" ", 1) for line in (kids / "text").read_text().splitlines())
+    clips = [Clip(id=u["id"], audio=str(kids / wav[u["id"]]), duration=sf.info(str(kids / wav[u["id"]])).duration,
+                  text=text[u["id"]], speaker=u["speaker"]) for u in runaway]
+    manifest = write_manifest(clips, tmp_path / "manifest.jsonl")
+    # 60 tokens: past the duration guard (~45 tokens for these 3-4 s clips), so the guard has text to cut.
+    out = {}
+    for backend in ("torch", "ct2"):
+        summary = evaluate(EvalConfig(model="whisper-base", data=str(manifest), out=str(tmp_path / backend),
+                                      max_new_tokens=60, backend=backend, progress=False))
+        lines = [json.loads(line) for line in (tmp_path / backend / "utterances.jsonl").read_text().splitlines()]
+        out[backend] = ([(d["hyp"], d["n_tokens"], d["truncated"]) for d in lines], summary["n_truncated"],
+                        summary["guarded"])
+    assert out["ct2"] == out["torch"]
+    assert out["ct2"][1] == len(clips) and all(n == 60 for _, n, _ in out["ct2"][0])
+    assert out["ct2"][2]["n_cut"] == len(clips)
 
 
 def test_compute_type_needs_ct2_backend():

@@ -1,10 +1,19 @@
 """Optional CTranslate2 decoding backend (``kidwhisper evaluate --backend ct2``).
 
 Same front end (Hugging Face log-mel, 30 s padding), same prompt (``<|startoftranscript|><|en|>
-<|transcribe|><|notimestamps|>``), same greedy search and token bound as :mod:`kidwhisper.decode`; only the
-engine differs. In float32 it generates token-for-token what the PyTorch model generates (see
-tests/models/test_ct2.py); ``int8`` trades a little accuracy for speed. A tuned model (adapter) is merged
-and converted once into the cache (``$KIDWHISPER_CACHE/ct2-export``) with :func:`kidwhisper.export.export`.
+<|transcribe|><|notimestamps|>``), same token bound and the same ``truncated`` flag as
+:mod:`kidwhisper.decode`; only the engine differs. In float32 with greedy search it generates token-for-token
+what the PyTorch model generates (see tests/test_decode_ct2.py), runaway decodes included; ``int8`` trades a
+little accuracy for speed. Beam search (``num_beams`` > 1) is CTranslate2's own: it divides a finished
+hypothesis' score by its length without ``<|endoftext|>`` (transformers counts it) and stops once
+``num_beams`` hypotheses have finished, so a transcript that ends by itself can differ from PyTorch's.
+A tuned model (adapter) is merged and converted once into the cache (``$KIDWHISPER_CACHE/ct2-export``)
+with :func:`kidwhisper.export.export`.
+
+CTranslate2's ``Whisper.generate(max_length=L)`` does not bound the generated tokens by ``L``: it forwards
+the prompt up to its last token, then decodes at most ``min(L // 2, L - (len(prompt) - 1))`` steps (the half
+is openai-whisper's ``sample_len = n_text_ctx // 2``), in greedy and beam search alike, and a step that
+yields ``<|endoftext|>`` ends a hypothesis without adding to it. :func:`ct2_max_length` inverts that.
 """
 
 from __future__ import annotations
@@ -41,8 +50,14 @@ def ct2_model_dir(model: str, adapter: str | None) -> Path:
     return target
 
 
+def ct2_max_length(max_new_tokens: int, prompt_length: int) -> int:
+    """The ``max_length`` for CTranslate2's ``Whisper.generate`` that allows exactly ``max_new_tokens``
+    generated tokens after a prompt of ``prompt_length`` tokens (see the module docstring)."""
+    return max(2 * max_new_tokens, max_new_tokens + prompt_length - 1)
+
+
 class CT2Decoder:
-    """Batched greedy decoding with a CTranslate2 Whisper."""
+    """Batched decoding (greedy or beam search) with a CTranslate2 Whisper."""
 
     def __init__(self, ct2_dir: Path, processor, compute_type: str = "float32", device: str = "cpu"):
         import ctranslate2
@@ -69,13 +84,16 @@ class CT2Decoder:
         else:
             langs = [None] * len(audios)
             prompts = [["<|startoftranscript|>", "<|notimestamps|>"]] * len(audios)
-        results = self.model.generate(encoded, prompts, beam_size=num_beams, max_length=max_new_tokens,
+        results = self.model.generate(encoded, prompts, beam_size=num_beams,
+                                      max_length=ct2_max_length(max_new_tokens, len(prompts[0])),
                                       suppress_tokens=self.suppress, return_scores=False)
         out = []
         for r, lang in zip(results, langs, strict=True):
-            ids = [t for t in r.sequences_ids[0] if t < self.eot]
+            seq = r.sequences_ids[0]  # every generated token but a final <|endoftext|>
+            ids = [t for t in seq if t < self.eot]
             text = self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
-            out.append(Decoded(text, ids, lang[2:-2] if lang else None, truncated=len(ids) >= max_new_tokens))
+            # A hypothesis as long as the budget never produced <|endoftext|>: the budget stopped it.
+            out.append(Decoded(text, ids, lang[2:-2] if lang else None, truncated=len(seq) >= max_new_tokens))
         return out
 
     def transcribe_arrays(self, audios: list[np.ndarray], language: str | None = "en", batch_size: int = 16,

@@ -63,7 +63,7 @@ class EvalConfig:
     device: str = "auto"
     limit: int | None = None  # evaluate only the first N clips of the manifest
     backend: str = "torch"  # "torch" (PyTorch generate) or "ct2" (CTranslate2, same decoding, faster on CPU)
-    compute_type: str = "float32"  # ct2 only: float32 (token-identical to torch), int8, int8_float32, ...
+    compute_type: str = "float32"  # ct2 only: float32 (greedy: token-identical to torch), int8, int8_float32, ...
     progress: bool = True
 
     def __post_init__(self):

@@ -12,6 +12,7 @@ import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 from kidwhisper.audio import load_audio
+from kidwhisper.decode_ct2 import ct2_max_length
 from kidwhisper.models.builtin import builtin_ct2_dir, builtin_path
 from kidwhisper.models.ct2 import N_TIMESTAMPS, CT2FormatError, read_model_bin
 
@@ -30,7 +31,7 @@ def test_converted_model_generates_like_ctranslate2(name, kids_test_clips):
         else ["<|startoftranscript|>", "<|notimestamps|>"]
     ct = ctranslate2.models.Whisper(str(ct_dir), device="cpu", compute_type="float32")
     ct_out = ct.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)),
-                         [prompt] * len(audios), beam_size=1, max_length=128)
+                         [prompt] * len(audios), beam_size=1, max_length=ct2_max_length(124, len(prompt)))
     kwargs = {"language": "en", "task": "transcribe"} if multilingual else {}
     with torch.inference_mode():
         hf_out = model.generate(torch.from_numpy(feats), do_sample=False, num_beams=1, return_timestamps=False,
