@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-
-
 from pathlib import Path
 
 import pytest

@@ -23,8 +23,9 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 from kidwhisper.files import atomic_write_text  # also imported from here by other modules
+
+log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
 

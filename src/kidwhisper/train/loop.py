@@ -67,8 +67,8 @@ from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.files import append_text, atomic_write_bytes, atomic_write_text, check_output_dir, writing
 from kidwhisper.models.load import check_language, load_model, resolve_device
 from kidwhisper.train import batching
-from kidwhisper.train.augment import ClipAugment
 from kidwhisper.train import checkpoint as ckpt_io
+from kidwhisper.train.augment import ClipAugment
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
 from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
