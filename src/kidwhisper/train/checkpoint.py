@@ -15,11 +15,16 @@ Writing: every file goes to ``checkpoints/.last.tmp``, the checksums last (:func
 directory becomes ``last``. Each step is a rename, so a kill at any moment leaves a complete ``last`` or
 ``previous``.
 
+Resuming: :func:`resume_conflicts` lists options that differ from the run's saved config (``out`` never
+does: a moved run resumes; paths are compared resolved), :func:`trim_log` drops log lines after the
+checkpoint.
+
 Loading (:func:`load_usable`): ``last``, then ``previous``, then ``last.old`` (the fallback directory of
 older versions); each is checked against its checksums and parsed, and the first usable one is returned
 with a warning naming the file that ruled out a newer one. CheckpointError names every bad file when none
 is usable. A checkpoint written without ``checksums.sha256`` (older versions) is parsed but cannot be
-verified.
+verified. A damaged checkpoint that was passed over is renamed ``<name>.damaged`` (:func:`set_aside`), so
+the next save keeps the good one as ``previous``.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import pickle
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +44,7 @@ import numpy as np
 import torch
 
 from kidwhisper.config import ConfigError
-from kidwhisper.files import sha256_file, write_bytes
+from kidwhisper.files import atomic_write_text, sha256_file, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +58,8 @@ SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "trainer_state.json"
 CHECKSUMS_FILE = "checksums.sha256"  # written last: lists every other file of the checkpoint
 STATE_KEYS = ("global_step", "epoch", "step_in_epoch", "world_size", "windows_fingerprint")
+RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size"}  # other options must match
+RESUME_PATHS = {"model", "train", "dev"}  # compared as resolved paths (a name or Hub id: as written)
 
 
 class CheckpointError(ConfigError):
@@ -143,8 +152,6 @@ def finish(tmp: Path, state: dict) -> Path:
 
 
 def _remove_dir(path: Path) -> None:
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -256,3 +263,40 @@ def set_aside(damaged: list[Path]) -> None:
         _remove_dir(target)
         os.replace(d, target)
         log.warning("moved the damaged checkpoint %s to %s", d, target)
+
+
+# ------------------------------------------------------------------------------------------ resuming
+def _same_option(key: str, saved, now) -> bool:
+    """Whether a saved option and the one given now agree for --resume: ``out`` always does (the run is
+    where its checkpoint is), paths that resolve to the same file do."""
+    if key == "out" or saved == now:
+        return True
+    if key in RESUME_PATHS and isinstance(saved, str) and isinstance(now, str):
+        a, b = Path(saved).expanduser(), Path(now).expanduser()
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return False
+
+
+def resume_conflicts(saved_config: Path, now: dict) -> list[str]:
+    """The options of ``now`` (a TrainConfig as a dict) that a resume may not change but that differ from the
+    run's saved ``train_config.yaml`` (none when the run saved no config)."""
+    if not saved_config.exists():
+        return []
+    import yaml
+
+    saved = yaml.safe_load(saved_config.read_text()) or {}
+    return sorted(k for k in now if k not in RESUME_MAY_CHANGE and not _same_option(k, saved.get(k), now[k]))
+
+
+def _logged_step(line: str) -> float:
+    """The step of a log.jsonl line; a line cut short by a kill counts as after every checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep only the log.jsonl lines of steps up to ``step`` (those after it are redone on resume)."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    atomic_write_text(path, "".join(x + "\n" for x in lines if x.strip() and _logged_step(x) <= step))

@@ -76,8 +76,6 @@ from kidwhisper.train.strategies import apply_strategy, parameter_count, trainab
 
 log = logging.getLogger(__name__)
 
-RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size"}  # other options must match
-RESUME_PATHS = {"model", "train", "dev"}  # compared as resolved paths (a name or Hub id: as written)
 
 
 def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
@@ -222,15 +220,10 @@ class Trainer:
             raise ConfigError(f"--resume: no checkpoint in {self.out / ckpt_io.CHECKPOINTS}; start the run without "
                               f"--resume")
         saved_file = self.out / "train_config.yaml"
-        if saved_file.exists():
-            import yaml
-
-            saved = yaml.safe_load(saved_file.read_text())
-            now = asdict(self.config)
-            diff = sorted(k for k in now if k not in RESUME_MAY_CHANGE and not _same_option(k, saved.get(k), now[k]))
-            if diff:
-                raise ConfigError(f"--resume: option(s) {diff} differ from {saved_file}; resume with the run's own "
-                                  f"options (or start a new --out)")
+        diff = ckpt_io.resume_conflicts(saved_file, asdict(self.config))
+        if diff:
+            raise ConfigError(f"--resume: option(s) {diff} differ from {saved_file}; resume with the run's own "
+                              f"options (or start a new --out)")
         self.ckpt = ckpt_io.load_usable(self.out, self.acc.process_index)
 
     def _load_data(self, tokenizer, multilingual: bool) -> None:
@@ -367,10 +360,7 @@ class Trainer:
         self.state.update(state)
         ckpt_io.set_rng_state(ckpt.rng)
         if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
-            p = self.out / "log.jsonl"
-            lines = p.read_text().splitlines() if p.exists() else []
-            kept = [x for x in lines if x.strip() and _logged_step(x) <= state["global_step"]]
-            atomic_write_text(p, "".join(x + "\n" for x in kept))
+            ckpt_io.trim_log(self.out / "log.jsonl", state["global_step"])
         self.log.info("resuming %s from %s: step %d (epoch %d, step %d of it)", self.out, ckpt.path.name,
                       state["global_step"], state["epoch"], state["step_in_epoch"])
 
@@ -616,25 +606,6 @@ class Trainer:
             "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
             **self.hashes, "versions": package_versions(),
         }
-
-
-def _same_option(key: str, saved, now) -> bool:
-    """Whether a saved option and the one given now agree for --resume: ``out`` always does (the run is
-    where its checkpoint is), paths that resolve to the same file do."""
-    if key == "out" or saved == now:
-        return True
-    if key in RESUME_PATHS and isinstance(saved, str) and isinstance(now, str):
-        a, b = Path(saved).expanduser(), Path(now).expanduser()
-        return a.exists() and b.exists() and a.resolve() == b.resolve()
-    return False
-
-
-def _logged_step(line: str) -> float:
-    """The step of a log.jsonl line; a line cut short by a kill counts as after every checkpoint."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
 
 
 def hash_windows(windows) -> str:
