@@ -105,7 +105,8 @@ class TrainConfig:
     ``no`` = float32. Dev WER is decoded in float32 on CPU either way.
     spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings.
     speed_perturb, pitch_perturb: waveform augmentation of every training clip before packing, seeded by
-    (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented. num_workers: DataLoader worker processes computing log-mel features.
+    (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented. num_workers: DataLoader worker
+    processes reading clips and computing log-mels (None = 0 on CPU, up to 4 per process on a GPU).
     """
 
     model: str
@@ -145,7 +146,7 @@ class TrainConfig:
     patience: int | None = 3
     dev_max_clips: int | None = None
     language: str = "en"
-    num_workers: int = 0
+    num_workers: int | None = None
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -198,7 +199,7 @@ class TrainConfig:
             raise ConfigError(f"`--speed-perturb` must be in [0, 0.5) (0.1 means speeds 0.9-1.1); got {self.speed_perturb}")
         if not 0 <= self.pitch_perturb <= 12:
             raise ConfigError(f"`--pitch-perturb` must be in [0, 12] semitones; got {self.pitch_perturb}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
         if not self.language or not self.language.isalpha():
             raise ConfigError(f"`--language` must be an ISO code such as en; got {self.language!r}")
