@@ -132,7 +132,7 @@ def test_language_and_out_are_checked_before_anything_loads(kids_manifest, tmp_p
     def must_not_load(*args, **kwargs):
         raise AssertionError("loaded before the options were checked")
 
-    for name in ("load_model", "load_usable_audios", "resolve_data"):
+    for name in ("load_model", "probe_clips", "resolve_data"):
         monkeypatch.setattr(evaluate_module, name, must_not_load)
     out = tmp_path / "o"
     with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model; use --language en"):

@@ -159,6 +159,8 @@ def _evaluate_args(p):
     p.add_argument("--backend", choices=["torch", "ct2"], help="decoding engine (default torch; ct2 = CTranslate2)")
     p.add_argument("--compute-type", dest="compute_type", help="ct2 only: float32 (default, same tokens as torch) or int8")
     p.add_argument("--config", help="YAML/JSON file with the same options")
+    p.add_argument("--resume", action="store_true", help="continue the evaluation in --out, skipping its finished "
+                   "clips (refused if its options differ); an interrupted one in the same --out continues anyway")
 
 
 @command("evaluate", "WER of a model on a manifest: normalized, orthographic, digit-aware, CIs, flags")
@@ -168,7 +170,7 @@ def cmd_evaluate(args) -> int:
 
     cfg = _config_from(EvalConfig, args, EVAL_FLAGS, ["model", "data", "out"])
     cfg.progress = not args.quiet
-    summary = evaluate(cfg)
+    summary = evaluate(cfg, resume=args.resume)
     print(format_summary(summary))
     print(f"written: {Path(cfg.out) / 'summary.json'}, {Path(cfg.out) / 'utterances.jsonl'}")
     return 0

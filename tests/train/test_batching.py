@@ -259,3 +259,43 @@ def test_build_windows_single_fraction_gives_some_clips_their_own_window(process
     assert sorted(w.clips for w in alone) == [[k] for k in range(10)]
     for w in mixed[:3]:
         assert processor.tokenizer.decode(w.labels, skip_special_tokens=True) == target_text(texts[w.clips[0]])
+
+
+@pytest.mark.parametrize("pack, speed", [(True, 0.0), (False, 0.0), (True, 0.1)])
+def test_streamed_windows_give_the_same_batches_as_audio_held_in_memory(processor, kids_manifests, pack, speed):
+    """Windows planned from file headers and clips read per window (in 0 or 2 DataLoader workers) give the
+    same windows and the same collated batches, epoch by epoch, as planning from and reading audio loaded
+    up front; with speed perturbation too (windows planned with its stretch, clips perturbed per epoch)."""
+    from kidwhisper.data.manifest import AudioFiles, load_usable_audios, probe_clips, read_clip_table, read_manifest
+    from kidwhisper.train.augment import ClipAugment
+
+    manifest = kids_manifests[0]
+    augment = ClipAugment(speed, 0.0, seed=5)
+    opts = dict(pack=pack, max_seconds=25.0, seed=5, stretch=augment.stretch)
+    loaded = load_usable_audios(read_manifest(manifest), manifest)
+    in_memory, _ = build_windows([c.text for c in loaded.clips], _lengths(loaded.audios), processor.tokenizer,
+                                 True, "en", **opts)
+    table = read_clip_table(manifest)
+    probed = probe_clips(table.ids, table.paths, manifest)
+    streamed, _ = build_windows(table.select(probed.kept).texts, probed.samples, processor.tokenizer, True, "en",
+                                **opts)
+    assert [(w.clips, w.labels, w.spans) for w in streamed] == [(w.clips, w.labels, w.spans) for w in in_memory]
+    assert len(streamed) == (2 if pack else 12)
+    kw = dict(clipwise=pack, isolate=pack, augment=augment)
+    old = WindowDataset(in_memory, loaded.audios, processor.feature_extractor, **kw)
+    new = WindowDataset(streamed, AudioFiles(table.select(probed.kept).paths), processor.feature_extractor,
+                        cache_bytes=0, **kw)
+    collate = Collator(EOT)
+    for epoch in (0, 1):
+        old.epoch = new.epoch = epoch
+        shards = rank_batches(epoch_order(len(streamed), 5, epoch), 2)
+        expected = [collate([old[i] for i in sh.windows]) for sh in shards]
+        for workers in (0, 2):
+            loader = torch.utils.data.DataLoader(new, batch_sampler=[sh.windows for sh in shards], collate_fn=collate,
+                                                 num_workers=workers)
+            got = list(loader)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                assert a.keys() == b.keys()
+                for k in a:
+                    assert torch.equal(a[k], b[k]), k

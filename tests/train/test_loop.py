@@ -159,10 +159,10 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeyp
         if self.state["global_step"] == 3:
             shutil.copytree(Path(self.config.out) / "checkpoints" / "last", tmp_path / "step3")
 
-    def die_at_step_6(self, micro_batches):
+    def die_at_step_6(self, micro_batches, shards):
         if self.state["global_step"] == 5:
             raise Killed
-        return step(self, micro_batches)
+        return step(self, micro_batches, shards)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_and_copy)
     monkeypatch.setattr(Trainer, "_step", die_at_step_6)
@@ -204,10 +204,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_in_a_moved_run_dir(
     killed = make_config("killed", **opts)
     step = Trainer._step
 
-    def die_at_step_6(self, micro_batches):
+    def die_at_step_6(self, micro_batches, shards):
         if self.state["global_step"] == 5:
             raise Killed
-        return step(self, micro_batches)
+        return step(self, micro_batches, shards)
 
     monkeypatch.setattr(Trainer, "_step", die_at_step_6)
     with pytest.raises(Killed):
