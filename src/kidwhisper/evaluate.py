@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -356,6 +357,24 @@ def _check_done(done: dict[str, str], clips: list[Clip], manifest: Path) -> None
                               f"changed); evaluate into another --out")
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Cut ``path`` after its last newline: a line a kill left half-written is dropped before appending."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = pos = f.tell()
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            f.seek(pos - step)
+            block = f.read(step)
+            if b"\n" in block:
+                pos = pos - step + block.rindex(b"\n") + 1
+                break
+            pos -= step
+    if pos < end:
+        with writing(path):
+            os.truncate(path, pos)
+
+
 class _Sink:
     """Where the results go: ``out``, or, once a write there fails (a full disk), a new directory in the
     system temp dir that takes every line written so far; :meth:`finish` then raises the first error
@@ -378,6 +397,8 @@ class _Sink:
         save_config(self.config, d / "eval_config.yaml")
         if fresh or not (d / UTTERANCES).exists():
             atomic_write_text(d / UTTERANCES, "")
+        else:
+            _cut_torn_tail(d / UTTERANCES)
 
     def append(self, text: str) -> None:
         self._try(lambda d: append_text(d / UTTERANCES, text))
