@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE

@@ -266,7 +266,13 @@ def test_streamed_windows_give_the_same_batches_as_audio_held_in_memory(processo
     """Windows planned from file headers and clips read per window (in 0 or 2 DataLoader workers) give the
     same windows and the same collated batches, epoch by epoch, as planning from and reading audio loaded
     up front; with speed perturbation too (windows planned with its stretch, clips perturbed per epoch)."""
-    from kidwhisper.data.manifest import AudioFiles, load_usable_audios, probe_clips, read_clip_table, read_manifest
+    from kidwhisper.data.manifest import (
+        AudioFiles,
+        load_usable_audios,
+        probe_clips,
+        read_clip_table,
+        read_manifest,
+    )
     from kidwhisper.train.augment import ClipAugment
 
     manifest = kids_manifests[0]
