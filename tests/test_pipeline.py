@@ -71,17 +71,20 @@ def test_shipped_configs_load():
         TrainConfig(model=cfg.model, train="t", dev="d", out="o", **cfg.train)
 
 
-def test_reference_config_trains_like_the_committed_run():
-    """`kidwhisper run configs/reference.yaml` must train exactly what results/reference.sh trained."""
+@pytest.mark.parametrize("run_config, train_config", [("reference-v1.yaml", "train-lora.yaml"),
+                                                       ("reference.yaml", "ablation/lora-isolated.yaml")])
+def test_run_configs_train_like_their_committed_runs(run_config, train_config):
+    """`kidwhisper run configs/reference-v1.yaml` trains exactly what results/reference.sh trained, and
+    `kidwhisper run configs/reference.yaml` exactly the ablation row committed as models/whisper-base-kids."""
     from dataclasses import asdict
 
     from kidwhisper.config import from_dict, read_config_file
     from kidwhisper.train.config import TrainConfig
 
     configs = Path(__file__).resolve().parents[1] / "configs"
-    run = load_run_config(configs / "reference.yaml")
+    run = load_run_config(configs / run_config)
     via_run = TrainConfig(model=run.model, train="t", dev="d", out="o", **run.train)
-    direct = from_dict(TrainConfig, {**read_config_file(configs / "train-lora.yaml"), "train": "t", "dev": "d",
+    direct = from_dict(TrainConfig, {**read_config_file(configs / train_config), "train": "t", "dev": "d",
                                      "out": "o"})
     assert asdict(via_run) == asdict(direct)
 
