@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from shared_data import SHARED_DATA
 
 from kidwhisper.config import ConfigError
 from kidwhisper.pipeline import RunConfig, load_run_config
-
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.mark.slow
@@ -37,7 +36,10 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
     assert (out / "run" / "eval" / "kids-test" / "summary.json").exists()
     rows = list(csv.DictReader(open(out / "report" / "comparison.csv")))
     assert len(rows) == 2 and any("lora" in row["configuration"] for row in rows)
-    assert "report.md" in r.stdout or (out / "report" / "report.md").exists()
+    report = (out / "report" / "report.md").read_text()
+    for row in rows:  # both configurations, each with its kids-test WER as the comparison table has it
+        assert f"| {row['configuration']} | kids-test | {row['n_utts']} (" in report
+        assert f"| {float(row['wer_pct']):.1f} |" in report
     # A second run finds every step done and changes nothing.
     before = (out / "run" / "summary.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
