@@ -268,6 +268,11 @@ def _transcribe_args(p):
 @command("transcribe", "transcribe audio files with a (tuned) model: text, JSON, SRT or WebVTT")
 @_args(_transcribe_args)
 def cmd_transcribe(args) -> int:
+    import warnings
+
+    # Deprecation notices of the libraries (peft calling transformers' is_gradient_checkpointing, ...) are
+    # for their developers, not for someone transcribing a file.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|torch|accelerate)\b")
     from kidwhisper.transcribe import format_listed, format_transcripts, transcribe_iter
 
     results = transcribe_iter(args.audio, args.model, adapter=args.adapter, language=args.language,

@@ -12,9 +12,9 @@ one decoding produced, so timestamps never change a transcript.
 
 Attention alignment puts every frame of a pause inside some word (the word after it: a token's
 start is where the previous token ends). Word edges are therefore moved out of silence: 20 ms frames
-are speech when their smoothed energy lies within ``SPEECH_RANGE_DB`` of the window's loudest frame
-and above ``SPEECH_FLOOR``, and a silent run of at least ``TRIM_SECONDS`` inside a word is cut off it
-(:func:`trim_to_speech`). Pauses between words become gaps.
+are speech when their smoothed energy lies within ``SPEECH_RANGE_DB`` of the window's loudest frame,
+``NOISE_MARGIN_DB`` above its noise floor and above ``SPEECH_FLOOR``; a word starts after the longest
+silence of at least ``TRIM_SECONDS`` inside it and ends with its last speech (:func:`trim_to_speech`). Pauses between words become gaps.
 
 **Cues** (subtitle blocks) group consecutive words: a new cue starts after a pause of at least
 ``CUE_PAUSE_SECONDS``, or of ``SENTENCE_PAUSE_SECONDS`` after a word ending a sentence (``.?!``). A cue
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 MEDIAN_FILTER_WIDTH = 7  # openai-whisper's medfilt_width: smooths the attention over 7 positions (140 ms)
 FRAME = SAMPLE_RATE // 50  # 320 samples = 20 ms energy frames
 SMOOTH_FRAMES = 5  # energy averaged over 100 ms, so short stops inside a word are not silence
-SPEECH_RANGE_DB = 35.0  # a frame more than 35 dB below the window's loudest frame is silence
+SPEECH_RANGE_DB = 30.0  # a frame more than 30 dB below the window's loudest frame is silence
+NOISE_MARGIN_DB = 6.0  # ... and so is one less than 6 dB above the window's noise floor (10th percentile)
 SPEECH_FLOOR = 10 ** (-60 / 20)  # ... and so is any frame below -60 dBFS RMS
 TRIM_SECONDS = 0.2  # a silent run this long at a word's head or tail is cut off the word
 CUE_PAUSE_SECONDS = 1.0  # a pause this long always starts a new cue
@@ -152,7 +153,8 @@ def speech_frames(audio: np.ndarray) -> np.ndarray:
     energy = np.sqrt(np.mean(audio[: n * FRAME].reshape(n, FRAME).astype(np.float64) ** 2, axis=1))
     k = min(SMOOTH_FRAMES, n)
     smooth = np.convolve(energy, np.ones(k) / k, mode="same")
-    threshold = max(SPEECH_FLOOR, float(smooth.max()) * 10 ** (-SPEECH_RANGE_DB / 20))
+    threshold = max(SPEECH_FLOOR, float(smooth.max()) * 10 ** (-SPEECH_RANGE_DB / 20),
+                    float(np.percentile(smooth, 10)) * 10 ** (NOISE_MARGIN_DB / 20))
     return smooth >= threshold
 
 
@@ -171,10 +173,11 @@ def trim_to_speech(words: list[Word], speech: np.ndarray) -> list[Word]:
     """Move word edges out of pauses (in place), using the ``speech`` frames of the window.
 
     The alignment places each word's end well and lets its start run back to the previous word's end,
-    so a pause sits at the head of the word after it. Inside each word, silent runs of at least
-    ``TRIM_SECONDS`` split the audio into voiced runs: the word starts at its last run and ends where
-    that run ends; speech before the pause goes to the previous word when that word ended where this
-    one started. A word with no voiced frame keeps its times.
+    so a pause sits at the head of the word after it. Inside each word, silences of at least
+    ``TRIM_SECONDS`` split the audio into voiced runs; the word starts after the longest silence (the one
+    before its first run, measured back to the previous speech, or a gap between runs) and ends with its
+    last run. Speech before that gap goes to the previous
+    word when that word ended where this one started. A word with no voiced frame keeps its times.
     """
     frame_s = FRAME / SAMPLE_RATE
     min_gap = int(round(TRIM_SECONDS / frame_s))
@@ -183,13 +186,16 @@ def trim_to_speech(words: list[Word], speech: np.ndarray) -> list[Word]:
         runs = _voiced_runs(speech, a, b, min_gap)
         if not runs:
             continue
-        first, last = runs[0], runs[-1]
-        if len(runs) > 1 and first[0] == a and i > 0 and words[i - 1].end == w.start:
-            words[i - 1].end = first[1] * frame_s
-        if last[0] - a >= min_gap or len(runs) > 1:
-            w.start = last[0] * frame_s
-        if b - last[1] >= min_gap:
-            w.end = max(w.start, last[1] * frame_s)
+        before = np.flatnonzero(speech[: runs[0][0]])  # the silence before the first run, even before a
+        gaps = [runs[0][0] - (int(before[-1]) + 1 if len(before) else 0)]
+        gaps += [runs[k][0] - runs[k - 1][1] for k in range(1, len(runs))]
+        k = int(np.argmax(gaps))  # the word's own audio starts with run k
+        if gaps[k] >= min_gap:
+            if k > 0 and i > 0 and words[i - 1].end == w.start:
+                words[i - 1].end = runs[k - 1][1] * frame_s
+            w.start = runs[k][0] * frame_s
+        if b - runs[-1][1] >= min_gap:
+            w.end = max(w.start, runs[-1][1] * frame_s)
     return words
 
 

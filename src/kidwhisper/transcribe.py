@@ -313,7 +313,7 @@ def stream_transcripts(net, processor, paths: Sequence[str | Path], sources: Seq
     log.info("transcribing %d file(s) in windows of <= %d s (language=%s)", len(paths), N_SAMPLES // SAMPLE_RATE,
              forced or "auto")
     done: list[tuple[str | Path, list[_Window]]] = []  # read completely, not yet yielded
-    with tqdm(total=known, desc="transcribing", unit="s", disable=not progress) as bar:
+    with tqdm(total=known, desc="transcribing", unit=" s audio", disable=not progress) as bar:
         for path, source in zip(paths, sources, strict=True):
             windows = []
             for s, e, samples in WindowReader(source):
