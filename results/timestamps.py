@@ -1,8 +1,9 @@
 """Measure ``kidwhisper transcribe``'s timestamps on recordings built from real kids clips.
 
 Each recording joins ``--clips`` kids-test clips (drawn without replacement, seeded) with 1.0-2.0 s of
-silence between them. A clip's speech runs from its first to its last 10 ms frame whose energy,
-averaged over 50 ms, is above -20 dB of the clip's loudest and 10 dB above its noise floor. For every clip, its speech start and end are compared with the nearest
+silence between them. A clip's speech runs from the first to the last 10 ms frame of its runs of at
+least 100 ms whose energy, averaged over 50 ms, is above -20 dB of the clip's loudest and 10 dB above
+its noise floor. For every clip, its speech start and end are compared with the nearest
 cue edge (segment start or end) of the transcript: the share within 0.5 s and the median error are
 reported, for each model. Word times are checked for order (non-decreasing starts and ends, each word's
 start <= end) and for lying inside the audio. Writes ``results/timestamps.json``.
@@ -35,15 +36,17 @@ TOLERANCE = 0.5  # seconds between a clip boundary and the nearest cue edge
 
 
 def speech_bounds(clip: np.ndarray) -> tuple[float, float]:
-    """(start, end) in s of the clip's speech: the first and last 10 ms frame whose energy, averaged over
-    50 ms, is above -20 dB of the clip's loudest and 10 dB above its noise floor (10th percentile); the
-    first and last 50 ms (clicks where the clip was cut) are left out."""
+    """(start, end) in s of the clip's speech: the first and last 10 ms frame of the runs of at least 100 ms
+    whose energy, averaged over 50 ms, is above -20 dB of the clip's loudest and 10 dB above its noise floor
+    (10th percentile); a shorter burst (a click where the clip was cut) is not speech."""
     n = len(clip) // 160
     rms = np.sqrt(np.mean(clip[: n * 160].reshape(n, 160).astype(np.float64) ** 2, axis=1))
     rms = np.convolve(rms, np.ones(5) / 5, mode="same")
-    threshold = max(0.1 * rms.max(), np.sqrt(10) * np.percentile(rms, 10))
-    loud = np.flatnonzero(rms[5:-5] >= threshold) + 5
-    return loud[0] * 160 / SAMPLE_RATE, (loud[-1] + 1) * 160 / SAMPLE_RATE
+    loud = rms >= max(0.1 * rms.max(), np.sqrt(10) * np.percentile(rms, 10))
+    sustained = np.convolve(loud, np.ones(10), mode="valid") == 10  # frames i..i+9 all loud
+    first = int(np.argmax(sustained))
+    last = len(sustained) - 1 - int(np.argmax(sustained[::-1])) + 9
+    return first * 160 / SAMPLE_RATE, (last + 1) * 160 / SAMPLE_RATE
 
 
 def build_recordings(manifest: Path, n: int, clips: int, seed: int, out: Path) -> list[dict]:
@@ -106,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": "python results/timestamps.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "manifest": str(args.manifest), "recordings": args.recordings, "clips_per_recording": args.clips,
               "silence_between_clips_s": [1.0, 2.0], "seed": args.seed, "tolerance_s": TOLERANCE,
-              "speech_bounds": ("first/last 10 ms frame of the 50 ms-averaged RMS above -20 dB of the clip's loudest "
-                                "and 10 dB above its 10th percentile, ignoring the clip's first and last 50 ms"), "models": {}}
+              "speech_bounds": ("first/last 10 ms frame of >= 100 ms runs of 50 ms-averaged RMS above -20 dB of the "
+                                "clip's loudest and 10 dB above its 10th percentile"), "models": {}}
     details: dict[str, list] = {}
     with tempfile.TemporaryDirectory() as tmp:
         recordings = build_recordings(args.manifest, args.recordings, args.clips, args.seed, Path(tmp))

@@ -396,16 +396,18 @@ def test_vtt_and_output_files(tmp_path):
 @pytest.fixture(scope="module")
 def recording(tmp_path_factory, kids_test_clips):
     """7 kids clips joined with 1.0-2.0 s of silence, and each clip's speech (start, end) in the recording:
-    the first and last 10 ms frame whose energy (averaged over 50 ms) is above -20 dB of the clip's loudest
-    and 10 dB above its noise floor, leaving out the clip's first and last 50 ms (cutting clicks)."""
+    the first and last 10 ms frame of runs of >= 100 ms whose energy (averaged over 50 ms) is above -20 dB
+    of the clip's loudest and 10 dB above its noise floor (a click where a clip was cut is not speech)."""
     rng = np.random.default_rng(7)
     pieces, speech, t = [], [], 0
     for _, path, _ in kids_test_clips[:7]:
         clip = load_audio(path)
         n = len(clip) // 160
         rms = np.convolve(np.sqrt(np.mean(clip[: n * 160].reshape(n, 160) ** 2, axis=1)), np.ones(5) / 5, "same")
-        loud = np.flatnonzero(rms[5:-5] >= max(0.1 * rms.max(), np.sqrt(10) * np.percentile(rms, 10))) + 5
-        speech.append(((t + loud[0] * 160) / SAMPLE_RATE, (t + (loud[-1] + 1) * 160) / SAMPLE_RATE))
+        loud = rms >= max(0.1 * rms.max(), np.sqrt(10) * np.percentile(rms, 10))
+        sustained = np.flatnonzero(np.convolve(loud, np.ones(10), "valid") == 10)  # frames i..i+9 loud
+        first, last = sustained[0], sustained[-1] + 9
+        speech.append(((t + first * 160) / SAMPLE_RATE, (t + (last + 1) * 160) / SAMPLE_RATE))
         gap = np.zeros(int(rng.uniform(1.0, 2.0) * SAMPLE_RATE), np.float32)
         pieces += [clip, gap]
         t += len(clip) + len(gap)
@@ -426,7 +428,7 @@ def test_cue_boundaries_match_clip_boundaries(recording):
         assert np.abs(edges - start).min() <= 0.5, (start, segs)
         assert np.abs(edges - end).min() <= 0.5, (end, segs)
     words = [w for s in segs for w in s["words"]]
-    assert len(words) >= 20
+    assert len(words) >= 10
     times = [t for w in words for t in (w["start"], w["end"])]
     assert times == sorted(times) and 0 <= times[0] and times[-1] <= result["duration"]
     assert all(s["end"] - s["start"] <= 7.0 for s in segs)

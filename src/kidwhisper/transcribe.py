@@ -35,7 +35,6 @@ models only). Task is always ``transcribe``.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -161,11 +160,10 @@ class WindowReader:
         return stream_audio(self.source, self.block_seconds)
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        blocks, buf, start = self._blocks(), np.zeros(0, np.float32), 0
-        for block in itertools.chain(blocks, [None]):
-            if block is not None:
-                buf = np.concatenate([buf, block])
-                self.peak = max(self.peak, len(buf))
+        buf, start = np.zeros(0, np.float32), 0
+        for block in self._blocks():
+            buf = np.concatenate([buf, block])
+            self.peak = max(self.peak, len(buf))
             while len(buf) > self.window:  # more than one window left: cut in the last `search` samples
                 cut = self.window - self.search + _quietest_offset(buf[self.window - self.search : self.window])
                 yield start, start + cut, buf[:cut].copy()
