@@ -14,7 +14,8 @@ Attention alignment puts every frame of a pause inside some word (the word after
 start is where the previous token ends). Word edges are therefore moved out of silence: 20 ms frames
 are speech when their smoothed energy lies within ``SPEECH_RANGE_DB`` of the window's loudest frame,
 ``NOISE_MARGIN_DB`` above its noise floor and above ``SPEECH_FLOOR``; a word starts after the longest
-silence of at least ``TRIM_SECONDS`` inside it and ends with its last speech (:func:`trim_to_speech`). Pauses between words become gaps.
+silence of at least ``TRIM_SECONDS`` before or inside it and ends with its last speech
+(:func:`trim_to_speech`). Pauses between words become gaps.
 
 **Cues** (subtitle blocks) group consecutive words: a new cue starts after a pause of at least
 ``CUE_PAUSE_SECONDS``, or of ``SENTENCE_PAUSE_SECONDS`` after a word ending a sentence (``.?!``). A cue
@@ -121,7 +122,8 @@ def token_alignment(model, encoder_hidden: torch.Tensor, prompts: list[list[int]
         text_idx, time_idx = _dynamic_time_warping(-w.mean(dim=0).double().cpu().numpy())
         jumps = np.pad(np.diff(text_idx), (1, 0), constant_values=1).astype(bool)
         starts = time_idx[jumps] / TOKENS_PER_SECOND  # one per row: each text token, then end of text
-        token_p = probs[b, torch.arange(len(prompt) - 1, len(prompt) - 1 + len(text)), torch.tensor(text, dtype=torch.long)]
+        rows_text = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(text))
+        token_p = probs[b, rows_text, torch.tensor(text, dtype=torch.long)]
         results.append((starts.astype(np.float64), token_p.cpu().numpy().astype(np.float64)))
     return results
 
@@ -201,7 +203,8 @@ def trim_to_speech(words: list[Word], speech: np.ndarray) -> list[Word]:
 
 # --------------------------------------------------------------------------------------------- cues
 def _gap_score(prev: Word, nxt: Word) -> float:
-    bonus = 0.5 if prev.word.rstrip().endswith(SENTENCE_END) else 0.2 if prev.word.rstrip().endswith(CLAUSE_END) else 0.0
+    end = prev.word.rstrip()
+    bonus = 0.5 if end.endswith(SENTENCE_END) else 0.2 if end.endswith(CLAUSE_END) else 0.0
     return (nxt.start - prev.end) + bonus
 
 
