@@ -207,19 +207,19 @@ def cmd_transcribe(args) -> int:
 
 # ------------------------------------------------------------------------------------------ export
 def _export_args(p):
+    from kidwhisper.export import ExportConfig
+
     p.add_argument("out", help="output directory")
-    p.add_argument("--model", required=True)
-    p.add_argument("--adapter")
-    p.add_argument("--format", dest="fmt", choices=["merged", "ct2"], required=True)
-    p.add_argument("--quantization", help="CTranslate2 quantization, e.g. int8, float16 (ct2 only)")
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, ExportConfig)
 
 
 @command("export", "export a tuned model: merged Hugging Face weights, or CTranslate2 for faster-whisper")
 @_args(_export_args)
 def cmd_export(args) -> int:
-    from kidwhisper.export import export
+    from kidwhisper.export import ExportConfig, export
 
-    path = export(args.model, args.adapter, args.fmt, args.out, quantization=args.quantization)
+    path = export(config_from_args(ExportConfig, args, where="export options"), args.out)
     print(f"written: {path}")
     return 0
 

@@ -36,6 +36,7 @@ and the target.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -52,27 +53,36 @@ QUANTIZATIONS: tuple[str, ...] = ("int8", "int8_float32", "int8_float16", "int8_
 
 
 class ExportError(ValueError):
-    """An export target that cannot be written; the message says what to do."""
+    """An export request or target that cannot work; the message says what to do."""
 
 
-def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
-           quantization: str | None = None, language: str = "en") -> Path:
-    """Export ``model`` (+ LoRA ``adapter``) to ``out`` as ``fmt`` ("merged" or "ct2"); returns ``out``.
+@dataclass
+class ExportConfig:
+    """Options of ``kidwhisper export`` (each field is the flag of the same name)."""
 
-    ``quantization`` applies to ``ct2`` only. ``language`` is the default saved for multilingual models
-    (the language the model was tuned on; English).
-    """
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"--format {fmt}: choose one of {', '.join(EXPORT_FORMATS)}")
-    if quantization is not None and fmt != "ct2":
-        raise ExportError(f"--quantization {quantization} applies to --format ct2 only; a merged model is "
-                          f"saved in float32")
-    if quantization is not None and quantization not in QUANTIZATIONS:
-        raise ExportError(f"--quantization {quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+    model: str  # the base model: built-in name, HF/CTranslate2 directory or Hub id
+    format: ExportFormat  # merged = HF weights with the adapter folded in; ct2 = CTranslate2 for faster-whisper
+    adapter: str | None = None  # LoRA adapter directory (RUN_DIR/adapter) to fold in
+    quantization: str | None = None  # ct2 only: int8, float16, ... (None keeps float32)
+    language: str = "en"  # the default language saved in a merged multilingual model (the one it was tuned on)
+
+    def __post_init__(self) -> None:
+        if self.format not in EXPORT_FORMATS:
+            raise ExportError(f"--format {self.format}: choose one of {', '.join(EXPORT_FORMATS)}")
+        if self.quantization is not None and self.format != "ct2":
+            raise ExportError(f"--quantization {self.quantization} applies to --format ct2 only; a merged "
+                              f"model is saved in float32")
+        if self.quantization is not None and self.quantization not in QUANTIZATIONS:
+            raise ExportError(f"--quantization {self.quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+
+
+def export(config: ExportConfig, out: str | Path) -> Path:
+    """Export ``config.model`` (+ LoRA ``config.adapter``) to ``out`` as ``config.format``; returns ``out``."""
     out = Path(out)
     _check_target(out)
-    write_model_dir(model, adapter, fmt, out, quantization, language)
-    log.info("exported %s%s as %s to %s", model, f" + {adapter}" if adapter else "", fmt, out)
+    c = config
+    write_model_dir(c.model, c.adapter, c.format, out, c.quantization, c.language)
+    log.info("exported %s%s as %s to %s", c.model, f" + {c.adapter}" if c.adapter else "", c.format, out)
     return out
 
 

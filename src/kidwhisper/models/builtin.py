@@ -106,6 +106,9 @@ def assemble_model_bin(model: BuiltinModel) -> bytes:
     return data
 
 
+_VERIFIED: set[tuple] = set()  # cache entries whose weights were hashed in this process (path, sha, size, mtime)
+
+
 def _cache_is_valid(path: Path, source_sha: str) -> bool:
     marker = path / CACHE_MARKER
     if not marker.exists():
@@ -117,7 +120,14 @@ def _cache_is_valid(path: Path, source_sha: str) -> bool:
         for name, size in meta["files"].items():
             if (path / name).stat().st_size != size:
                 return False
-        return sha256_file(path / "model.safetensors") == meta["weights_sha256"]
+        weights = path / "model.safetensors"
+        stat = weights.stat()
+        key = (str(weights.resolve()), meta["weights_sha256"], stat.st_size, stat.st_mtime_ns)
+        if key not in _VERIFIED:  # hashed once per process (a command checks the model several times)
+            if sha256_file(weights) != meta["weights_sha256"]:
+                return False
+            _VERIFIED.add(key)
+        return True
     except (OSError, ValueError, KeyError) as e:
         log.warning("cache entry %s unreadable (%s); rebuilding", path, e)
         return False
