@@ -4,7 +4,7 @@ Every step writes under ``RunConfig.out`` and is skipped when its output is alre
 that was interrupted continues where it stopped (training itself resumes from its last checkpoint). The
 output directory and the languages are checked against the model before any step runs.
 The shipped configs are ``configs/quick.yaml`` (~15 minutes on 2 CPU cores: subsets, few steps) and
-``configs/reference.yaml`` (the committed result: LoRA on whisper-base, full kids train set).
+``configs/reference.yaml`` (the recommended recipe on the full kids train set).
 """
 
 from __future__ import annotations
@@ -104,9 +104,8 @@ def run(cfg: RunConfig) -> dict:
     """Run the whole job; returns the compare() result."""
     from kidwhisper.models.load import check_language
     from kidwhisper.report import compare
+    from kidwhisper.train import TrainConfig, train
     from kidwhisper.train.checkpoint import has_checkpoint
-    from kidwhisper.train.config import TrainConfig
-    from kidwhisper.train.loop import train
 
     out = check_output_dir(cfg.out, "--out")
     for lang in cfg.baseline_languages:

@@ -17,7 +17,7 @@ import yaml
 
 from kidwhisper.config import ConfigError
 
-log = logging.getLogger(__package__)  # "kidwhisper.report", as before the split into modules
+log = logging.getLogger(__package__)  # one "kidwhisper.report" logger for the whole package
 
 DEFAULT_SETS = ["kids-test", "adults-test", "kids-dev"]
 SET_NAME = re.compile(r"(^|[-_/])(test|dev|train|valid|validation|eval)([-_]|$)")
@@ -38,10 +38,10 @@ class CompareConfig:
     heading of report.md / report.html. dpi: resolution of the PNG plots.
     """
 
-    baseline: str | None = None
-    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))
-    title: str = "kidwhisper: Whisper on children's speech"
-    dpi: int = 120
+    baseline: str | None = None  # label of the baseline configuration (e.g. "whisper-base (en)"); None = the first
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))  # display order of the test sets
+    title: str = "kidwhisper: Whisper on children's speech"  # heading of report.md / report.html
+    dpi: int = 120  # resolution of the PNG plots
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):
