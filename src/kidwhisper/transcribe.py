@@ -48,9 +48,9 @@ from tqdm.auto import tqdm
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration, stream_audio
 from kidwhisper.config import ConfigError
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch, is_multilingual
+from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
 from kidwhisper.files import atomic_write_text, check_output_dir
-from kidwhisper.models.load import check_language, load_model
+from kidwhisper.models.load import check_language, is_multilingual, load_model
 from kidwhisper.timestamps import (
     Word,
     cue_dict,
