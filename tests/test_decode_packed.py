@@ -4,6 +4,8 @@ holding one clip decodes exactly as unpacked decoding, results come back in inpu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -122,3 +124,23 @@ def test_beam_search_decodes_one_clip_per_window(chatty):
     audios = [sound(1.0, 20), sound(2.0, 21)]
     assert transcribe_packed(model, processor, audios, max_new_tokens=BUDGET, num_beams=2, progress=False) == \
         transcribe_arrays(model, processor, audios, max_new_tokens=BUDGET, num_beams=2, progress=False)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "kidwhisper", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_pack_end_to_end(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
+            "--pack", "--limit", "8", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["pack"] is True and summary["n_utts"] == 8
+    assert summary["wer"]["digits"]["wer"] < 0.5  # real transcripts of the prompts (digits as words), not noise
+    assert summary["flags"]["empty"] == 0
+
+
+def test_evaluate_pack_needs_the_torch_backend(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
+            "--pack", "--backend", "ct2")
+    assert r.returncode == 2 and "--pack applies to --backend torch only" in r.stderr

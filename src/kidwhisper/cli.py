@@ -142,7 +142,7 @@ def cmd_recipe(args) -> int:
 
 # ---------------------------------------------------------------------------------------- evaluate
 EVAL_FLAGS = ["model", "adapter", "data", "out", "language", "batch_size", "beam_size", "max_new_tokens", "device", "limit",
-              "backend", "compute_type"]
+              "backend", "compute_type", "pack"]
 
 
 def _evaluate_args(p):
@@ -158,6 +158,8 @@ def _evaluate_args(p):
     p.add_argument("--limit", type=int, help="only the first N clips")
     p.add_argument("--backend", choices=["torch", "ct2"], help="decoding engine (default torch; ct2 = CTranslate2)")
     p.add_argument("--compute-type", dest="compute_type", help="ct2 only: float32 (default, same tokens as torch) or int8")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch, greedy: decode several clips per 30 s encoder window, each as if alone")
     p.add_argument("--config", help="YAML/JSON file with the same options")
 
 

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from transformers.modeling_outputs import BaseModelOutput
 
 from kidwhisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch, generate_from_encoder, transcribe_arrays
@@ -135,6 +134,8 @@ def decode_windows(model, processor, audios: list[np.ndarray], windows: list[lis
                    budgets: list[int], gap: float = PACK_GAP) -> list[Decoded]:
     """Greedy decoding of the clips of ``windows`` (indices into ``audios``), one row per clip, results in
     the order of ``[i for w in windows for i in w]``; ``budgets`` are per clip in that order."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     whisper = model.get_base_model() if hasattr(model, "get_base_model") else model
     hidden, allowed = encode_windows(whisper, processor, audios, windows, gap)
     rows = [(w, k) for w in range(len(windows)) for k in range(len(windows[w]))]

@@ -33,6 +33,7 @@ import torch
 from kidwhisper.config import ConfigError, OutputError, package_versions, save_config
 from kidwhisper.data.manifest import ManifestError, load_usable_audios, manifest_hash, read_manifest
 from kidwhisper.decode import MAX_NEW_TOKENS, transcribe_arrays
+from kidwhisper.decode_packed import transcribe_packed
 from kidwhisper.files import atomic_write_text, check_output_dir, writing
 from kidwhisper.metrics import score_utterance, summarize
 from kidwhisper.models.load import check_language, load_model
@@ -64,6 +65,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate only the first N clips of the manifest
     backend: str = "torch"  # "torch" (PyTorch generate) or "ct2" (CTranslate2, same decoding, faster on CPU)
     compute_type: str = "float32"  # ct2 only: float32 (greedy: token-identical to torch), int8, int8_float32, ...
+    pack: bool = False  # torch, greedy: several clips per encoder window, each decoded alone (kidwhisper.decode_packed)
     progress: bool = True
 
     def __post_init__(self):
@@ -79,6 +81,8 @@ class EvalConfig:
             raise ConfigError(f"--backend must be torch or ct2; got {self.backend!r}")
         if self.compute_type != "float32" and self.backend != "ct2":
             raise ConfigError("--compute-type applies to --backend ct2 only")
+        if self.pack and self.backend != "torch":
+            raise ConfigError("--pack applies to --backend torch only; drop --pack or use --backend torch")
 
 
 def resolve_data(data: str | Path, work_dir: Path, progress: bool = True) -> Path:
@@ -136,7 +140,8 @@ def evaluate(config: EvalConfig) -> dict:
                                       merge=True)  # merged LoRA decodes at base-model speed
         device = str(next(model.parameters()).device)
         t0 = time.perf_counter()
-        decoded = transcribe_arrays(model, processor, audios, config.language, config.batch_size,
+        decode = transcribe_packed if config.pack else transcribe_arrays
+        decoded = decode(model, processor, audios, config.language, config.batch_size,
                                     config.max_new_tokens, config.beam_size, config.progress)
     wall = time.perf_counter() - t0
     audio_seconds = sum(len(a) for a in audios) / 16000
