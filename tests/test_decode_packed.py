@@ -144,3 +144,28 @@ def test_evaluate_pack_needs_the_torch_backend(kids_manifest, tmp_path):
     r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
             "--pack", "--backend", "ct2")
     assert r.returncode == 2 and "--pack applies to --backend torch only" in r.stderr
+
+
+def test_dev_wer_in_training_decodes_packed_when_asked(monkeypatch, tmp_path):
+    from kidwhisper.decode import Decoded
+    from kidwhisper.train import loop
+    from kidwhisper.train.config import TrainConfig
+
+    calls = []
+
+    def decoder(name):
+        def decode(model, processor, audios, language, batch_size, **kwargs):
+            calls.append((name, batch_size, kwargs))
+            return [Decoded("the cat", [1, 2], "en", False), Decoded("a dog", [3, 4], "en", True)]
+
+        return decode
+
+    monkeypatch.setattr(loop, "transcribe_packed", decoder("packed"))
+    monkeypatch.setattr(loop, "transcribe_arrays", decoder("unpacked"))
+    config = TrainConfig(model="m", train="t", dev="d", out=str(tmp_path), eval_pack=True, pack_seconds=20.0,
+                         pack_gap=0.3, eval_batch_size=4, progress=False)
+    assert loop.evaluate_dev(None, None, [np.zeros(1)] * 2, ["the cat", "a dog runs"], config) == (0.2, 1)
+    config.eval_pack = False
+    loop.evaluate_dev(None, None, [np.zeros(1)] * 2, ["the cat", "a dog runs"], config)
+    assert calls == [("packed", 4, {"progress": False, "max_seconds": 20.0, "gap": 0.3}),
+                     ("unpacked", 4, {"progress": False})]

@@ -142,6 +142,7 @@ class TrainConfig:
     eval_every: int | None = None
     save_every: int | None = None  # steps between checkpoints; None = at every evaluation
     eval_batch_size: int = 16
+    eval_pack: bool = False  # decode dev several clips per encoder window (kidwhisper.decode_packed)
     patience: int | None = 3
     dev_max_clips: int | None = None
     language: str = "en"
