@@ -111,9 +111,8 @@ def encode_windows(whisper, processor, audios: list[np.ndarray], windows: list[l
     row = 0
     for w in windows:
         spans = clip_spans([len(audios[i]) / SAMPLE_RATE for i in w], gap)
-        frames = clip_frames(spans, spans[-1][1], gap).to(param.device)
-        segment, position = encoder_layout(frames, spans[-1][1])
-        segment, position = segment.to(param.device), position.to(param.device)
+        frames = clip_frames(spans, spans[-1][1], gap)
+        segment, position = (t.to(param.device) for t in encoder_layout(frames, spans[-1][1]))
         x = silence.clone()
         for k in range(len(w)):
             own = (segment == k).nonzero().flatten()
@@ -122,7 +121,7 @@ def encode_windows(whisper, processor, audios: list[np.ndarray], windows: list[l
         embeds.append(x)
         segments.append(segment)
         positions.append(position)
-        allowed.extend(frames)
+        allowed.extend(frames.to(param.device))
     segments_t = torch.stack(segments)
     query, key = segments_t[:, :, None], segments_t[:, None, :]
     sees = (query == key) | ((query >= 0) & (key < 0))  # a clip: itself and the silence; the silence: itself
