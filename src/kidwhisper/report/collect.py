@@ -38,10 +38,10 @@ class CompareConfig:
     heading of report.md / report.html. dpi: resolution of the PNG plots.
     """
 
-    baseline: str | None = None
-    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))
-    title: str = "kidwhisper: Whisper on children's speech"
-    dpi: int = 120
+    baseline: str | None = None  # label of the baseline configuration (e.g. "whisper-base (en)"); None = the first
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))  # display order of the test sets
+    title: str = "kidwhisper: Whisper on children's speech"  # heading of report.md / report.html
+    dpi: int = 120  # resolution of the PNG plots
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):
