@@ -2,8 +2,9 @@
 
 Compares, on the first N clips of a manifest (default: 100 kids-test clips), with whisper-base, English,
 greedy, no timestamps:
-  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), and ``--backend ct2`` in float32 and
-    int8 (the same batched decoding and front end on CTranslate2);
+  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), ``--pack`` (several clips per encoder
+    window, :mod:`kidwhisper.decode_packed`), and ``--backend ct2`` in float32 and int8 (the same batched
+    decoding and front end on CTranslate2);
   - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe
     (greedy: ``num_beams=1``; the pipeline's own default is 5 beams);
   - faster-whisper float32 and int8 (``WhisperModel.transcribe`` per clip, beam 1, no VAD, no previous text).
@@ -41,15 +42,16 @@ log = logging.getLogger("bench")
 
 
 def bench_kidwhisper(model: str, manifest: Path, n: int, batch_size: int, backend: str = "torch",
-                     compute_type: str = "float32") -> dict:
+                     compute_type: str = "float32", pack: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         s = evaluate(EvalConfig(model=model, data=str(manifest), out=tmp, limit=n, batch_size=batch_size,
-                                backend=backend, compute_type=compute_type, progress=False))
+                                backend=backend, compute_type=compute_type, pack=pack, progress=False))
         total = time.perf_counter() - t
         hyps = [json.loads(line)["hyp"] for line in (Path(tmp) / "utterances.jsonl").read_text().splitlines()]
     name = "PyTorch" if backend == "torch" else f"CTranslate2 {compute_type}"
-    return {"system": f"kidwhisper evaluate ({name}, batch {batch_size})", "decode_seconds": s["wall_seconds"],
+    flag = " --pack" if pack else ""
+    return {"system": f"kidwhisper evaluate{flag} ({name}, batch {batch_size})", "decode_seconds": s["wall_seconds"],
             "total_seconds": round(total, 2), "hyps": hyps}
 
 
@@ -108,7 +110,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="systems to skip: ct2-float32 ct2-int8 hf-pipeline fw-float32 fw-int8")
+                   help="systems to skip: pack ct2-float32 ct2-int8 hf-pipeline fw-float32 fw-int8")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     manifest = resolve_manifest_path(args.data)
@@ -116,6 +118,8 @@ def main() -> None:
     audios = [load_audio(audio_path(c, manifest)) for c in clips]
     audio_seconds = sum(len(a) for a in audios) / 16000
     rows = [bench_kidwhisper(args.model, manifest, args.n, args.batch_size)]
+    if "pack" not in args.skip:
+        rows.append(bench_kidwhisper(args.model, manifest, args.n, args.batch_size, pack=True))
     for ct in ("float32", "int8"):
         if f"ct2-{ct}" not in args.skip:
             rows.append(bench_kidwhisper(args.model, manifest, args.n, args.batch_size, "ct2", ct))

@@ -70,6 +70,15 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
     param = next(model.parameters())
     feats = features(processor, audios, param.device, param.dtype)
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
+    # Encode once: with language="auto", generate() would otherwise run the encoder twice
+    # (once to detect the language, once to decode).
+    return generate_from_encoder(model, processor, model.get_encoder()(feats), language, budgets, num_beams)
+
+
+def generate_from_encoder(model, processor, encoder_outputs, language: str | None, budgets: list[int],
+                          num_beams: int = 1) -> list[Decoded]:
+    """Decode one row per clip from ``encoder_outputs`` (a ``BaseModelOutput``) with the options of
+    :func:`decode_batch`, each row cut to its own budget in ``budgets``."""
     kwargs: dict = dict(do_sample=False, num_beams=num_beams, return_timestamps=False,
                         max_new_tokens=max(budgets), return_dict_in_generate=True)
     gen = model.generation_config
@@ -86,9 +95,6 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
         # The saved generation config defaults to English; "auto" must really let the model guess.
         gen.language = None if auto else language
     try:
-        # Encode once: with language="auto", generate() would otherwise run the encoder twice
-        # (once to detect the language, once to decode).
-        encoder_outputs = model.get_encoder()(feats)
         with _quiet_generate():
             seqs = model.generate(encoder_outputs=encoder_outputs, **kwargs).sequences
     finally:
@@ -96,8 +102,8 @@ def decode_batch(model, processor, audios: list[np.ndarray], language: str | Non
     tok = processor.tokenizer
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     results = []
-    if len(seqs) != len(audios):
-        raise RuntimeError(f"generate() returned {len(seqs)} sequences for {len(audios)} clips")
+    if len(seqs) != len(budgets):
+        raise RuntimeError(f"generate() returned {len(seqs)} sequences for {len(budgets)} clips")
     for row, budget in zip(seqs.tolist(), budgets, strict=True):
         lang = None
         for t in row[:4]:

@@ -135,31 +135,41 @@ def attention_masks(segments: torch.Tensor, frames: torch.Tensor) -> tuple[torch
     return self_mask[:, None], cross[:, None]
 
 
-def _as_bias(mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+def attention_bias(mask: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
     """SDPA takes the boolean mask; eager attention adds a float bias (0 or the dtype's minimum)."""
     if implementation == "sdpa":
         return mask
     return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
 
 
-def _compute_dtype(whisper, device: torch.device) -> torch.dtype:
+def compute_dtype(whisper, device: torch.device) -> torch.dtype:
     """The dtype attention runs in: the autocast dtype inside autocast, else the weights' dtype."""
     if torch.is_autocast_enabled(device.type):
         return torch.get_autocast_dtype(device.type)
     return next(whisper.parameters()).dtype
 
 
-@contextlib.contextmanager
-def decoder_masks(whisper, self_mask: torch.Tensor, cross_mask: torch.Tensor) -> Iterator[None]:
-    """Within the block, every decoder layer of ``whisper`` (a WhisperForConditionalGeneration, also
-    inside a PEFT wrapper) uses these attention masks instead of its own causal mask / no mask."""
+def check_attention(whisper, fix: str) -> str:
+    """``whisper``'s attention implementation if masks can be injected into it (sdpa or eager), else
+    ConfigError naming ``fix``."""
     implementation = whisper.config._attn_implementation
-    dtype = _compute_dtype(whisper, self_mask.device)
-    masks = {"self_attn": _as_bias(self_mask, implementation, dtype),
-             "encoder_attn": _as_bias(cross_mask, implementation, dtype)}
     if implementation not in ("sdpa", "eager"):
-        raise ConfigError(f"clip-wise packed targets need sdpa or eager attention, not {implementation!r}; "
-                          f"load the model with attn_implementation='sdpa' or train with --pack-mode joined")
+        raise ConfigError(f"clip-wise packing needs sdpa or eager attention, not {implementation!r}; "
+                          f"load the model with attn_implementation='sdpa' or {fix}")
+    return implementation
+
+
+@contextlib.contextmanager
+def decoder_masks(whisper, self_mask: torch.Tensor | None, cross_mask: torch.Tensor,
+                  fix: str = "train with --pack-mode joined") -> Iterator[None]:
+    """Within the block, every decoder layer of ``whisper`` (a WhisperForConditionalGeneration, also
+    inside a PEFT wrapper) uses these attention masks instead of its own causal mask / no mask; with
+    ``self_mask=None`` only the cross-attention is masked (the causal self-attention is left alone)."""
+    implementation = check_attention(whisper, fix)
+    dtype = compute_dtype(whisper, cross_mask.device)
+    masks = {"encoder_attn": attention_bias(cross_mask, implementation, dtype)}
+    if self_mask is not None:
+        masks = {"self_attn": attention_bias(self_mask, implementation, dtype), **masks}
 
     def hook(mask):
         def pre_hook(module, args, kwargs):
@@ -191,8 +201,8 @@ def encoder_isolation(whisper, segments: torch.Tensor, positions: torch.Tensor) 
     implementation = whisper.config._attn_implementation
     same = segments[:, :, None] == segments[:, None, :]
     allowed = same | (segments[:, None, :] < 0) | (segments[:, :, None] < 0)
-    dtype = _compute_dtype(whisper, segments.device)
-    mask = _as_bias(allowed[:, None], implementation, dtype)
+    dtype = compute_dtype(whisper, segments.device)
+    mask = attention_bias(allowed[:, None], implementation, dtype)
 
     def embed_hook(module, args, output):
         return module.weight[positions]

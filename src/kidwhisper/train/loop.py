@@ -78,6 +78,7 @@ from kidwhisper.data.manifest import (
     resolve_manifest_path,
 )
 from kidwhisper.decode import is_multilingual, transcribe_arrays
+from kidwhisper.decode_packed import transcribe_packed
 from kidwhisper.files import append_text, atomic_write_bytes, atomic_write_text, check_output_dir, writing
 from kidwhisper.models.load import check_language, load_model, resolve_device
 from kidwhisper.train import batching
@@ -106,11 +107,16 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
 
 def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
                  config: TrainConfig) -> tuple[float, int]:
-    """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced) and the number of
+    """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced; with ``eval_pack``
+    like ``evaluate --pack``, in windows of ``pack_seconds``) and the number of
     clips whose decoding hit the token bound, i.e. runaway repetitions, which alone can move dev WER by
     many points on a small dev set."""
-    decoded = transcribe_arrays(model, processor, audios, config.language, config.eval_batch_size,
-                                progress=config.progress)
+    if config.eval_pack:
+        decoded = transcribe_packed(model, processor, audios, config.language, config.eval_batch_size,
+                                    progress=config.progress, max_seconds=config.pack_seconds, gap=config.pack_gap)
+    else:
+        decoded = transcribe_arrays(model, processor, audios, config.language, config.eval_batch_size,
+                                    progress=config.progress)
     wer, skipped = corpus_wer(refs, [d.text for d in decoded])
     if skipped:
         log.info("dev WER skips %d references that normalize to empty", skipped)

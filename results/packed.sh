@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Packed against one-clip-per-window decoding (issue 17): evaluate stock whisper-base and the recommended
+# adapter (models/whisper-base-kids) on kids test and adults test with and without --pack, then pair them
+# clip by clip (results/packed.py -> results/packed/packed.json). Evaluations already finished are skipped.
+# Run results/baselines.sh first (it prepares data/).
+# Usage: bash results/packed.sh
+# Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
+# MODEL=built-in name, ADAPTER=adapter dir ("" = stock model only), LIMIT=N clips per set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${DATA:-data}
+OUT=${OUT:-results/packed}
+SETS=${SETS:-"kids-test adults-test"}
+MODEL=${MODEL:-whisper-base}
+ADAPTER=${ADAPTER-models/whisper-base-kids}
+LIMIT=${LIMIT:-}
+evaluate() {  # OUT_DIR SET [evaluate flags]
+  local out=$1 set=$2; shift 2
+  [ -f "$out/summary.json" ] || kidwhisper evaluate --data "$DATA/$set/manifest.jsonl" --out "$out" -q \
+    ${LIMIT:+--limit "$LIMIT"} "$@"
+}
+for set in $SETS; do
+  evaluate "$OUT/stock/$set/unpacked" "$set" --model "$MODEL"
+  evaluate "$OUT/stock/$set/packed" "$set" --model "$MODEL" --pack
+  if [ -n "$ADAPTER" ]; then
+    evaluate "$OUT/tuned/$set/unpacked" "$set" --model "$MODEL" --adapter "$ADAPTER"
+    evaluate "$OUT/tuned/$set/packed" "$set" --model "$MODEL" --adapter "$ADAPTER" --pack
+  fi
+done
+[ "$OUT" != results/packed ] || python results/strip_references.py "$OUT"  # corpus transcripts stay out of the repo
+python results/packed.py "$OUT"

@@ -1,0 +1,171 @@
+"""Packed decoding (kidwhisper.decode_packed): a clip's tokens do not depend on the clips beside it, a window
+holding one clip decodes exactly as unpacked decoding, results come back in input order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from kidwhisper.audio import SAMPLE_RATE
+from kidwhisper.decode import decode_batch, transcribe_arrays
+from kidwhisper.decode_packed import encode, encode_windows, plan_windows, stem, transcribe_packed
+
+BUDGET = 8  # tokens per clip: the random model below rarely ends a transcript by itself
+
+
+def sound(seconds: float, seed: int) -> np.ndarray:
+    """A noisy tone, different for every seed (so different clips make the random model say different things)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE), dtype=np.float32) / SAMPLE_RATE
+    tone = np.sin(2 * np.pi * rng.uniform(100, 2000) * t) * rng.uniform(0.05, 0.5)
+    return (tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module", params=["sdpa", "eager"])
+def chatty(request, base_dir):
+    """(model, processor): a random Whisper (d_model 16, 2 encoder layers, 1 decoder layer) whose greedy
+    transcript is BUDGET tokens that follow the audio: its convolutions and cross-attention are scaled up
+    (a fresh model's encoder output is mostly position embeddings, and its cross-attention averages them);
+    timestamp tokens suppressed."""
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
+
+    cfg = json.loads((base_dir / "config.json").read_text())
+    ids = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+                               "suppress_tokens", "begin_suppress_tokens")}
+    torch.manual_seed(1)
+    config = WhisperConfig(vocab_size=51865, d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=4,
+                           decoder_attention_heads=4, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                           attn_implementation=request.param, **ids)
+    model = WhisperForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        for weight in (model.model.encoder.conv1.weight, model.model.encoder.conv2.weight,
+                       *(getattr(layer.encoder_attn, name).weight for layer in model.model.decoder.layers
+                         for name in ("q_proj", "k_proj", "v_proj", "out_proj"))):
+            weight.mul_(30)
+    model.generation_config = GenerationConfig.from_pretrained(base_dir)
+    first_timestamp = model.generation_config.no_timestamps_token_id + 1
+    model.generation_config.suppress_tokens = [*model.generation_config.suppress_tokens,
+                                               *range(first_timestamp, config.vocab_size)]
+    return model, WhisperProcessor.from_pretrained(base_dir)
+
+
+def test_plan_windows_packs_by_duration_and_gives_long_clips_their_own_window():
+    assert plan_windows([3.0, 27.0, 2.0, 10.0, 12.0], max_seconds=25.0, gap=0.2) == [[2, 0, 3], [4], [1]]
+    assert plan_windows([1.0] * 5, max_seconds=25.0, gap=0.2, max_clips=2) == [[0, 1], [2, 3], [4]]
+    assert plan_windows([], 25.0, 0.2) == []
+
+
+def test_encoder_rebuilt_from_its_parts_is_whisper_encoder(chatty):
+    model, processor = chatty
+    feats = processor.feature_extractor([sound(2.0, 0), sound(4.0, 1)], sampling_rate=SAMPLE_RATE,
+                                        return_tensors="pt").input_features
+    encoder = model.model.encoder
+    with torch.inference_mode():
+        ours = encode(encoder, stem(encoder, feats), torch.arange(1500).expand(2, -1), None)
+        theirs = encoder(feats).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+
+
+def test_packed_clip_tokens_do_not_depend_on_its_neighbours(chatty):
+    model, processor = chatty
+    clip = sound(1.5, 0)
+    first = [clip, sound(2.0, 1), sound(1.0, 2)]
+    other = [clip, sound(2.0, 3), sound(1.0, 4)]  # the same durations: the same window, other audio
+    a = transcribe_packed(model, processor, first, max_new_tokens=BUDGET, progress=False)
+    b = transcribe_packed(model, processor, other, max_new_tokens=BUDGET, progress=False)
+    assert a[0] == b[0] and a[0].n_tokens == BUDGET
+    assert a[1].tokens != b[1].tokens and a[2].tokens != b[2].tokens  # the neighbours did change what is said
+    with torch.inference_mode():  # and exactly: the encoder states the clip's tokens attend to
+        states_a, frames = encode_windows(model, processor, first, [[0, 1, 2]])
+        states_b, _ = encode_windows(model, processor, other, [[0, 1, 2]])
+    assert torch.equal(states_a[0, frames[0]], states_b[0, frames[0]])
+    assert not torch.equal(states_a[0, frames[1]], states_b[0, frames[1]])
+
+
+def test_window_of_one_clip_decodes_exactly_as_unpacked(chatty):
+    model, processor = chatty
+    clip = sound(3.0, 5)
+    assert transcribe_packed(model, processor, [clip], max_new_tokens=BUDGET, progress=False) == decode_batch(
+        model, processor, [clip], max_new_tokens=BUDGET)
+
+
+def test_clip_longer_than_the_window_falls_back_to_its_own_window(chatty):
+    model, processor = chatty
+    audios = [sound(2.0, 6), sound(6.0, 7), sound(3.0, 8)]
+    assert plan_windows([2.0, 6.0, 3.0], max_seconds=5.5) == [[0, 2], [1]]
+    packed = transcribe_packed(model, processor, audios, max_new_tokens=BUDGET, progress=False, max_seconds=5.5)
+    assert packed[1] == decode_batch(model, processor, [audios[1]], max_new_tokens=BUDGET)[0]
+    assert packed[0] != decode_batch(model, processor, [audios[0]], max_new_tokens=BUDGET)[0]  # 0 and 2 were packed
+
+
+def test_batch_of_different_lengths_comes_back_in_input_order(chatty):
+    model, processor = chatty
+    audios = [sound(1.0 + 0.37 * i, 10 + i) for i in range(7)]
+    decoded = transcribe_packed(model, processor, audios, batch_size=3, max_new_tokens=BUDGET, progress=False)
+    order = [4, 0, 6, 2, 5, 1, 3]
+    shuffled = transcribe_packed(model, processor, [audios[i] for i in order], batch_size=3,
+                                 max_new_tokens=BUDGET, progress=False)
+    assert shuffled == [decoded[i] for i in order]
+    assert len({tuple(d.tokens) for d in decoded}) == len(audios)  # every clip got its own transcript
+
+
+def test_beam_search_decodes_one_clip_per_window(chatty):
+    model, processor = chatty
+    audios = [sound(1.0, 20), sound(2.0, 21)]
+    assert transcribe_packed(model, processor, audios, max_new_tokens=BUDGET, num_beams=2, progress=False) == \
+        transcribe_arrays(model, processor, audios, max_new_tokens=BUDGET, num_beams=2, progress=False)
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "kidwhisper", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_pack_end_to_end(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
+            "--pack", "--limit", "8", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["pack"] is True and summary["n_utts"] == 8
+    assert summary["wer"]["digits"]["wer"] < 0.5  # real transcripts of the prompts (digits as words), not noise
+    assert summary["flags"]["empty"] == 0
+
+
+def test_evaluate_pack_needs_the_torch_backend(kids_manifest, tmp_path):
+    r = run("evaluate", "--model", "whisper-tiny.en", "--data", str(kids_manifest), "--out", str(tmp_path),
+            "--pack", "--backend", "ct2")
+    assert r.returncode == 2 and "--pack applies to --backend torch only" in r.stderr
+
+
+def test_dev_wer_in_training_decodes_packed_when_asked(monkeypatch, tmp_path):
+    from kidwhisper.decode import Decoded
+    from kidwhisper.train import loop
+    from kidwhisper.train.config import TrainConfig
+
+    calls = []
+
+    def decoder(name):
+        def decode(model, processor, audios, language, batch_size, **kwargs):
+            calls.append((name, batch_size, kwargs))
+            return [Decoded("the cat", [1, 2], "en", False), Decoded("a dog", [3, 4], "en", True)]
+
+        return decode
+
+    monkeypatch.setattr(loop, "transcribe_packed", decoder("packed"))
+    monkeypatch.setattr(loop, "transcribe_arrays", decoder("unpacked"))
+    config = TrainConfig(model="m", train="t", dev="d", out=str(tmp_path), eval_pack=True, pack_seconds=20.0,
+                         pack_gap=0.3, eval_batch_size=4, progress=False)
+    assert loop.evaluate_dev(None, None, [np.zeros(1)] * 2, ["the cat", "a dog runs"], config) == (0.2, 1)
+    config.eval_pack = False
+    loop.evaluate_dev(None, None, [np.zeros(1)] * 2, ["the cat", "a dog runs"], config)
+    assert calls == [("packed", 4, {"progress": False, "max_seconds": 20.0, "gap": 0.3}),
+                     ("unpacked", 4, {"progress": False})]
