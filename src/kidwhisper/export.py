@@ -44,7 +44,7 @@ from typing import Literal
 
 from kidwhisper.config import package_versions
 from kidwhisper.decode import is_multilingual
-from kidwhisper.files import check_output_dir, writing
+from kidwhisper.files import check_output_dir, temp_dir, writing
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     CACHE_MARKER,
@@ -88,7 +88,7 @@ def export(model: str, adapter: str | None, fmt: ExportFormat, out: str | Path,
     _check_target(out)
     with writing(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = temp_dir(f".{out.name}.", out.parent)  # renamed to OUT: the mode mkdir would give
     with writing(out, cleanup=tmp):  # any failure removes tmp; a full disk is a DiskFullError naming OUT
         info = {"source_model": model, "adapter": str(adapter) if adapter else None, "format": fmt,
                 "quantization": quantization}
