@@ -106,9 +106,15 @@ def cmd_prepare(args) -> int:
     kw = {k: getattr(args, k) for k in ("format", "split", "text_column", "min_duration", "max_duration", "jobs")
           if getattr(args, k) is not None}
     report = prepare(args.input, args.output_dir, PrepareConfig(progress=not args.quiet, **kw))
-    print(json.dumps({k: report[k] for k in report if k in ("kept", "skipped_total", "total_minutes", "n_speakers")
-                      or k.startswith("input")}, indent=2, default=str))
+    print(json.dumps(prepare_summary(report), indent=2, default=str))
     return 0
+
+
+def prepare_summary(report: dict) -> dict:
+    """The few numbers of a prepare report (``prepare_report.json``) that ``kidwhisper prepare`` prints."""
+    return {"input": report["input"], "kept": report["kept"], "skipped": report["skipped"]["total"],
+            "minutes": report["duration"]["minutes"], "speakers": report["speakers"]["count"],
+            "manifest": report["outputs"]["manifest"], "report": report["outputs"]["report"]}
 
 
 # ------------------------------------------------------------------------------------------ recipe
@@ -356,9 +362,26 @@ def _no_space(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+# Deprecation notices that libraries raise from their own calls on every command; nothing a user can act on.
+# (category, message regex): each filter names one known warning, so any other warning still shows.
+NOISY_WARNINGS: list[tuple[type[Warning], str]] = [
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # peft reads it when wrapping a model
+]
+
+
+def quiet_library_warnings() -> None:
+    """Hide :data:`NOISY_WARNINGS` (``-v`` leaves them visible)."""
+    import warnings
+
+    for category, message in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if not args.verbose:
+        quiet_library_warnings()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -105,6 +105,15 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     return wer, truncated
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version has
+    (``gradient_checkpointing_enable`` is the deprecated alias in newer ones)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere bf16 autocast
     would be emulated and slower than float32."""
@@ -291,7 +300,7 @@ class Trainer:
         for k in ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length"):
             setattr(net.config, k, getattr(c, k))
         if c.gradient_checkpointing:
-            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(net)
         self.multilingual = is_multilingual(net)
         model = apply_strategy(net, c.strategy, c.lora)
         self.counts = parameter_count(model)
