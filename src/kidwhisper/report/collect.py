@@ -35,13 +35,16 @@ class CompareConfig:
     ``"whisper-base (en)"``); None or ``"first"`` = the first configuration in table order (zero-shot models
     first, English forced before ``auto``). sets: display order of test sets; sets not listed follow
     alphabetically, and the first one present is the headline set (main table columns, WER-by-age). title:
-    heading of report.md / report.html. dpi: resolution of the PNG plots.
+    heading of report.md / report.html. dpi: resolution of the PNG plots. small_set: a test set scored on
+    fewer clips than this (or on a ``--limit`` subset) gets a caveat paragraph: wide CIs, not the reference
+    numbers.
     """
 
     baseline: str | None = None
     sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))
     title: str = "kidwhisper: Whisper on children's speech"
     dpi: int = 120
+    small_set: int = 200
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):
