@@ -255,6 +255,22 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- model-card
+def _model_card_args(p):
+    p.add_argument("model_dir", help="the tuned adapter or model directory that gets README.md")
+    p.add_argument("inputs", nargs="+", help="its training run directory and evaluation dirs (as for compare)")
+    p.add_argument("--label", help="the configuration to describe when the inputs hold several (a compare label)")
+
+
+@command("model-card", "write a Hugging Face model card (README.md) for tuned weights from result files")
+@_args(_model_card_args)
+def cmd_model_card(args) -> int:
+    from kidwhisper.report.model_card import write_card_from_results
+
+    print(f"written: {write_card_from_results(args.model_dir, args.inputs, args.label)}")
+    return 0
+
+
 # -------------------------------------------------------------------------------------- transcribe
 def _transcribe_args(p):
     p.add_argument("audio", nargs="+", help="audio files (wav/flac/mp3/ogg, any rate, stereo, any length)")

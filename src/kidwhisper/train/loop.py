@@ -567,8 +567,19 @@ class Trainer:
                         gen.language, gen.task = self.config.language, "transcribe"
                     model.save_pretrained(str(tmp), safe_serialization=True)
                     self.processor.save_pretrained(str(tmp))
+                self._write_card(tmp, final)
             _replace_dir(tmp, final)
         self.acc.wait_for_everyone()
+
+    def _write_card(self, tmp: Path, final: Path) -> None:
+        """A first model card for ``final`` (recipe, parameters, dev WER) into ``tmp``, the directory that
+        becomes it; ``kidwhisper compare`` adds the test results."""
+        from kidwhisper.report.model_card import model_card, write_model_card
+
+        summary = {"trainable_params": self.counts.trainable, "total_params": self.counts.total,
+                   "best_dev_wer": self.state["best_wer"], "best_step": self.state["best_step"],
+                   "n_train_clips": self.n_clips}
+        write_model_card(tmp, model_card(final, asdict(self.config), summary))
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoints/last (the old one becomes previous); see kidwhisper.train.checkpoint."""
