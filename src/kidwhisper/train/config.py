@@ -57,6 +57,7 @@ DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PACK_MODES = ("isolated", "clips", "joined")
+REPORT_TO = ("none", "tensorboard")  # experiment trackers, through accelerate
 MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
 
 
@@ -106,6 +107,9 @@ class TrainConfig:
     spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings.
     speed_perturb, pitch_perturb: waveform augmentation of every training clip before packing, seeded by
     (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented. num_workers: DataLoader worker processes computing log-mel features.
+    report_to: ``tensorboard`` logs training loss, learning rate and dev WER through accelerate's tracker to
+    ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra);
+    ``none`` (default): log.jsonl only.
     """
 
     model: str
@@ -146,6 +150,7 @@ class TrainConfig:
     dev_max_clips: int | None = None
     language: str = "en"
     num_workers: int = 0
+    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: loss, lr, dev WER -> RUN_DIR/tensorboard/
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -200,6 +205,8 @@ class TrainConfig:
             raise ConfigError(f"`--pitch-perturb` must be in [0, 12] semitones; got {self.pitch_perturb}")
         if self.num_workers < 0:
             raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"`--report-to` must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
         if not self.language or not self.language.isalpha():
             raise ConfigError(f"`--language` must be an ISO code such as en; got {self.language!r}")
 
