@@ -363,3 +363,9 @@ def test_small_test_sets_get_a_caveat_pointing_to_the_reference_numbers(results,
     (limited / "kids-test" / "summary.json").write_text(json.dumps(summary))
     compare([limited], tmp_path / "limited-report", CompareConfig(small_set=20))
     assert "**Small test sets.** These results come from small subsets (kids-test: 20 clips;" in (tmp_path / "limited-report" / "report.md").read_text()
+
+
+def test_a_run_on_subsets_gets_the_caveat_whatever_their_size(results, tmp_path):
+    compare([results], tmp_path / "r", CompareConfig(small_set=20, subset=True))  # kidwhisper run's limit_test
+    assert "**Small test sets.** These results come from small subsets (kids-test: 20 clips" in \
+        (tmp_path / "r" / "report.md").read_text()

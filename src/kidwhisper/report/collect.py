@@ -37,7 +37,8 @@ class CompareConfig:
     alphabetically, and the first one present is the headline set (main table columns, WER-by-age). title:
     heading of report.md / report.html. dpi: resolution of the PNG plots. small_set: a test set scored on
     fewer clips than this (or on a ``--limit`` subset) gets a caveat paragraph: wide CIs, not the reference
-    numbers.
+    numbers. subset: the test sets are subsets of larger ones (``kidwhisper run`` with ``limit_test``), which
+    gets the caveat whatever their size.
     """
 
     baseline: str | None = None
@@ -45,6 +46,7 @@ class CompareConfig:
     title: str = "kidwhisper: Whisper on children's speech"
     dpi: int = 120
     small_set: int = 200
+    subset: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):

@@ -263,11 +263,12 @@ def _flagged(summ: dict) -> int:
     return int((summ.get("flags") or {}).get("hallucination") or 0)
 
 
-def small_set_caveat(confs: list[Configuration], sets: list[str], small: int) -> str | None:
-    """A warning paragraph when a test set was scored on fewer than ``small`` clips or on a ``--limit``
-    subset (the quick run's subsets): wide CIs, and a few runaway clips decide the relative changes."""
+def small_set_caveat(confs: list[Configuration], sets: list[str], small: int, subset: bool = False) -> str | None:
+    """A warning paragraph when a test set was scored on fewer than ``small`` clips or on a subset (``--limit``,
+    or ``subset``: a run config's ``limit_test``): wide CIs, and a few runaway clips decide the relative
+    changes."""
     sizes: dict[str, set[int]] = {}
-    limited = False
+    limited = subset
     for c in confs:
         for s, (_, summ) in c.results.items():
             sizes.setdefault(s, set()).add(int(summ.get("n_utts") or 0))
@@ -300,7 +301,7 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
             f"WER is Whisper-normalized (Whisper's English normalizer on reference and hypothesis), in %, with "
             f"its 95 % confidence interval from a bootstrap over speakers. Relative change is against the "
             f"baseline, **{base.label}**. Trainable parameters are those updated by training (0 = zero-shot)."))]
-        caveat = small_set_caveat(confs, sets, config.small_set)
+        caveat = small_set_caveat(confs, sets, config.small_set, config.subset)
         if caveat:
             blocks.append(("p", caveat))
         hdr = ["Configuration", "Trainable params", "Trainable %", f"{head} WER % (95 % CI)", "vs baseline",
