@@ -54,24 +54,32 @@ def read_card_text(text: str) -> tuple[dict, str]:
     return yaml.safe_load(head), body
 
 
-def test_committed_model_card_is_the_one_the_committed_results_give(tmp_path, monkeypatch):
-    """models/whisper-base-kids/README.md == `kidwhisper model-card models/whisper-base-kids
-    results/ablation/lora-isolated results/baseline/whisper-base-en` run now."""
-    target = tmp_path / "models" / "whisper-base-kids"
+@pytest.mark.parametrize("model, run", [("whisper-base-kids", "ablation/lora-isolated"),
+                                        ("whisper-base-kids-lora", "tuned/whisper-base-lora")])
+def test_committed_model_cards_are_the_ones_the_committed_results_give(tmp_path, monkeypatch, model, run):
+    """models/MODEL/README.md == `kidwhisper model-card models/MODEL results/RUN results/baseline/whisper-base-en`
+    run now (the command that regenerates it)."""
+    target = tmp_path / "models" / model
     target.mkdir(parents=True)
     for name in ("adapter_config.json", "kidwhisper_adapter.json"):
-        shutil.copy(COMMITTED / name, target / name)
-    monkeypatch.chdir(tmp_path)  # the card shows the path as given: models/whisper-base-kids
-    path = write_card_from_results(Path("models/whisper-base-kids"), [RUN, BASELINE])
+        shutil.copy(REPO / "models" / model / name, target / name)
+    monkeypatch.chdir(tmp_path)  # the card shows the path as given: models/MODEL
+    path = write_card_from_results(Path("models") / model, [REPO / "results" / run, BASELINE])
     text = path.read_text()
-    assert text == (COMMITTED / "README.md").read_text(), "regenerate it with the command in this docstring"
+    assert text == (REPO / "models" / model / "README.md").read_text(), "regenerate it with the command above"
+    summaries = {s: json.loads((REPO / "results" / run / s / "summary.json").read_text())
+                 for s in ("kids-test", "adults-test", "kids-dev")}
+    check_model_index(text, summaries)
 
+
+def test_committed_model_card_content():
+    text = (COMMITTED / "README.md").read_text()
     summaries = {s: json.loads((RUN / s / "summary.json").read_text()) for s in ("kids-test", "adults-test", "kids-dev")}
     meta = check_model_index(text, summaries)
     assert meta["base_model"] == "openai/whisper-base" and meta["library_name"] == "peft"
     assert meta["language"] == ["en"] and meta["datasets"] == ["mispeech/speechocean762"]
     assert {"whisper", "children", "lora"} <= set(meta["tags"])
-    body = read_card(path)[1]
+    body = read_card(COMMITTED / "README.md")[1]
     assert "| kids-test | 620 (31) | 23.2 (18.3-29.4) | 57.8 (42.1-80.6) |" in body  # tuned vs whisper-base (en)
     assert "1,179,648 of 72,593,920 (1.62 %)" in body and "r=16, alpha=32" in body
     assert 'PeftModel.from_pretrained(base, "models/whisper-base-kids")' in body
@@ -99,6 +107,19 @@ def test_compare_writes_the_card_of_every_run_it_finds(tmp_path):
     assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 31.05
     assert "| kids-test | 20 (4) | 31.1 (28.6-33.6) | 41.4 (38.9-43.9) |" in text  # baseline beside it
     assert "1,000 of 100,000 (1.00 %)" in text and "r=4, alpha=8" in text
+
+
+def test_weights_claimed_by_two_configurations_get_no_card(tmp_path, caplog):
+    """Two result copies whose runs saved to the same directory in turn: which one the weights are is unknown."""
+    adapter = tmp_path / "models" / "kids"
+    adapter.mkdir(parents=True)
+    for name in ("v1", "v2"):
+        run = tmp_path / "results" / name
+        write_eval(run / "kids-test", adapter=str(adapter))
+        (run / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "lora"}))
+        (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 1e-3}) + "\n")
+    assert compare([tmp_path / "results"], tmp_path / "report")["model_cards"] == []
+    assert not (adapter / "README.md").exists() and "no model card written" in caplog.text
 
 
 def test_a_readme_kidwhisper_did_not_write_is_kept(tmp_path, caplog):

@@ -316,13 +316,21 @@ def card_for(conf, confs: list, weights: Path) -> str:
 def update_cards(confs: list) -> list[Path]:
     """Rewrite the model card of every trained configuration whose weights are on this machine (decoded
     with its training language, so an ``auto`` evaluation does not replace the forced-English one)."""
-    written = []
+    owners: dict[Path, list] = {}
     for c in confs:
         train_lang = str((c.run.config.get("language") if c.run else None) or "en")
         weights = weights_dir(c)
         if weights is not None and c.language == train_lang:
-            path = write_model_card(weights, card_for(c, confs, weights))
-            written += [path] if path else []
+            owners.setdefault(weights.resolve(), []).append((c, weights))
+    written = []
+    for claims in owners.values():
+        if len(claims) > 1:  # e.g. two results copied from runs that saved to the same directory in turn
+            log.warning("%s: evaluated as %s; no model card written (write it with `kidwhisper model-card DIR "
+                        "RESULTS --label LABEL`)", claims[0][1], " and ".join(c.label for c, _ in claims))
+            continue
+        c, weights = claims[0]
+        path = write_model_card(weights, card_for(c, confs, weights))
+        written += [path] if path else []
     return written
 
 
