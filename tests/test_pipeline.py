@@ -40,7 +40,7 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
     assert "report.md" in r.stdout or (out / "report" / "report.md").exists()
     assert "**Small test sets.** These results come from small subsets (kids-test: 3 clips;" in r.stdout
     card = (out / "run" / "adapter" / "README.md").read_text()  # the model card, with the test results
-    assert "model-index:" in card and "split: kids-test" in card and "No test evaluation yet" not in card
+    assert "model-index:" in card and "name: speechocean762 kids-test (3 clips" in card and "No test evaluation yet" not in card
     # A second run finds every step done and changes nothing.
     before = (out / "run" / "summary.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -72,6 +72,14 @@ def is_speechocean(config: dict, results: dict[str, dict]) -> bool:
     return any(n in SPEECHOCEAN_SETS for n in names) or any("speechocean762" in p for p in paths)
 
 
+def _config_split(test_set: str) -> tuple[str, str | None]:
+    """A set name as the model-index's dataset (config, split): ``kids-test`` -> (kids, test); a name without a
+    split suffix is the config alone. (kidwhisper's speechocean762 sets are speaker-disjoint subsets of the
+    corpus, not the Hub dataset's own splits; the pretty name says which set.)"""
+    head, _, tail = test_set.rpartition("-")
+    return (head, tail) if head and tail in ("test", "dev", "train", "valid", "validation") else (test_set, None)
+
+
 def card_data(name: str, base: str, lora: bool, results: dict[str, dict], speechocean: bool):
     """The YAML header as ``huggingface_hub.ModelCardData``: one model-index result per test set."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -82,11 +90,14 @@ def card_data(name: str, base: str, lora: bool, results: dict[str, dict], speech
         if w.get("wer") is None:
             continue
         ci = f", 95 % CI {_pct(w['ci_low'])}-{_pct(w['ci_high'])}" if w.get("ci_low") is not None else ""
+        r = results[s]
+        config, split = _config_split(s)
         evals.append(EvalResult(
             task_type="automatic-speech-recognition", task_name="Speech recognition",
-            dataset_type=SPEECHOCEAN if speechocean else s, dataset_name=f"{s} ({results[s].get('n_utts')} clips)",
-            dataset_split=s, metric_type="wer", metric_value=round(100 * w["wer"], 2),
-            metric_name=f"WER % (Whisper-normalized{ci})"))
+            dataset_type=SPEECHOCEAN if speechocean else s, dataset_config=config, dataset_split=split,
+            dataset_name=f"{'speechocean762 ' if speechocean else ''}{s} ({r.get('n_utts')} clips, "
+                         f"{r.get('n_speakers')} speakers)",
+            metric_type="wer", metric_value=round(100 * w["wer"], 2), metric_name=f"WER % (Whisper-normalized{ci})"))
     tags = ["whisper", "automatic-speech-recognition", "children", "child-speech", "kidwhisper"]
     return ModelCardData(
         model_name=name, base_model=hub_id(base), library_name="peft" if lora else "transformers",
