@@ -3,7 +3,8 @@
 Every subcommand accepts ``--config FILE.yaml`` where the stage has a config dataclass; flags given on
 the command line override the file. Errors that users can fix (:func:`user_errors`: a bad flag, model,
 manifest, audio file or output path, a full disk) exit with status 2 and one clear line (``-v`` adds the
-traceback); any other exception is a bug and shows its traceback.
+traceback); any other exception is a bug and shows its traceback. Deprecation warnings that libraries
+raise from their own calls (:data:`NOISY_WARNINGS`, each named) are hidden unless ``-v``.
 """
 
 from __future__ import annotations
