@@ -1,8 +1,8 @@
-"""Write the README's speed tables from the committed benchmark results (never typed by hand).
+"""Write the speed tables of docs/benchmarks.md from the committed benchmark results (never typed by hand).
 
 Reads the reference run's ``results/tuned/whisper-base-lora/summary.json``,
 ``bench/results/train_throughput*.json`` and ``bench/results/eval_throughput.json`` and replaces the text
-between ``<!-- bench:start`` and ``<!-- bench:end -->`` in README.md.
+between ``<!-- bench:start`` and ``<!-- bench:end -->`` in docs/benchmarks.md.
 
     python bench/readme_tables.py
 """
@@ -106,7 +106,7 @@ def main() -> None:
         parts.append(train_table(json.loads(path.read_text()), path.name))
     if (RESULTS / "eval_throughput.json").exists():
         parts.append(eval_table(json.loads((RESULTS / "eval_throughput.json").read_text())))
-    readme_path = ROOT / "README.md"
+    readme_path = ROOT / "docs" / "benchmarks.md"
     readme = readme_path.read_text()
     start = readme.index("<!-- bench:start")
     start = readme.index("-->", start) + 3

@@ -4,7 +4,9 @@ Rows are the training runs copied to ``results/ablation/<row>/`` by ``results/ab
 ``summary.json``, ``train_config.yaml`` and evaluations). Every row is paired with the previous reference
 (``results/tuned/whisper-base-lora``, the committed adapter) on kids dev, clip by clip, with a speaker-
 bootstrap 95 % CI; rows evaluated on kids test and adults test also show those WERs, adults paired with the
-stock model. Replaces the text between ``<!-- ablation:start`` and ``<!-- ablation:end -->`` in README.md.
+stock model. Replaces the text between ``<!-- ablation:start`` and ``<!-- ablation:end -->`` in README.md,
+and the headline table (stock model against ``RECOMMENDED``, the row committed as models/whisper-base-kids)
+between ``<!-- headline:start`` and ``<!-- headline:end -->``.
 
     python results/ablation.py
 """
@@ -23,6 +25,7 @@ ABLATION = ROOT / "results" / "ablation"
 REFERENCE = ROOT / "results" / "tuned" / "whisper-base-lora"
 BASELINE = ROOT / "results" / "baseline" / "whisper-base-en"
 SETS = ("kids-dev", "kids-test", "adults-test")
+RECOMMENDED = "lora-isolated"  # the row whose weights are committed as models/whisper-base-kids
 
 
 def _wer(eval_dir: Path) -> dict | None:
@@ -75,6 +78,7 @@ def row(name: str, run: Path, label: str | None = None) -> dict:
     out["kids-test_minus_reference"] = _paired(run / "kids-test", REFERENCE / "kids-test")
     out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
     out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
+    out["kids-test_minus_stock"] = _paired(run / "kids-test", BASELINE / "kids-test")
     return out
 
 
@@ -85,7 +89,7 @@ def collect() -> dict:
     stock = {s: _wer(BASELINE / s) for s in SETS}
     stock["kids-dev-beam5"] = _wer(BASELINE / "kids-dev-beam5")
     stock["kids-dev-beam5_minus_greedy"] = _paired(BASELINE / "kids-dev-beam5", BASELINE / "kids-dev")
-    return {"reference": str(REFERENCE.relative_to(ROOT)), "stock": stock, "rows": rows,
+    return {"reference": str(REFERENCE.relative_to(ROOT)), "recommended": RECOMMENDED, "stock": stock, "rows": rows,
             "command": "bash results/ablation.sh (then python results/ablation.py)"}
 
 
@@ -135,16 +139,40 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def headline(r: dict) -> str:
+    """The README's opening table: stock whisper-base against the committed recommended model."""
+    best = next(x for x in r["rows"] if x["row"] == r["recommended"])
+    stock = r["stock"]
+    n = {s: (best[s] or stock[s] or {}).get("n_utts", "?") for s in SETS}
+    return "\n".join([
+        f"| whisper-base, normalized WER % (95 % CI) | kids test ({n['kids-test']} clips) | "
+        f"kids dev ({n['kids-dev']}) | adults test ({n['adults-test']}) | kids-test hallucinations |",
+        "|---|---:|---:|---:|---:|",
+        f"| stock, English forced | {_pct(stock['kids-test'])} | {_pct(stock['kids-dev'])} | "
+        f"{_pct(stock['adults-test'])} | {stock['kids-test']['hallucinations']} |",
+        f"| + `models/whisper-base-kids` ({best['trainable_params'] / 1e6:.2f} M trained weights) | "
+        f"**{_pct(best['kids-test'])}** | {_pct(best['kids-dev'])} | {_pct(best['adults-test'])} | "
+        f"{best['kids-test']['hallucinations']} |",
+        f"| difference, points (paired 95 % CI) | {_diff(best['kids-test_minus_stock'])} | | "
+        f"{_diff(best['adults-test_minus_stock'])} | |",
+    ])
+
+
+def _replace(text: str, marker: str, body: str) -> str:
+    if f"<!-- {marker}:start" not in text:
+        return text
+    start = text.index("-->", text.index(f"<!-- {marker}:start")) + 3
+    end = text.index(f"<!-- {marker}:end -->")
+    return text[:start] + "\n" + body + "\n" + text[end:]
+
+
 def main() -> None:
     r = collect()
     ABLATION.mkdir(parents=True, exist_ok=True)
     (ABLATION / "ablation.json").write_text(json.dumps(r, indent=2) + "\n")
     readme = ROOT / "README.md"
-    text = readme.read_text()
-    if "<!-- ablation:start" in text:
-        start = text.index("-->", text.index("<!-- ablation:start")) + 3
-        end = text.index("<!-- ablation:end -->")
-        readme.write_text(text[:start] + "\n" + table(r) + "\n" + text[end:])
+    text = _replace(readme.read_text(), "ablation", table(r))
+    readme.write_text(_replace(text, "headline", headline(r)))
 
 
 if __name__ == "__main__":

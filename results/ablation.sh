@@ -4,6 +4,8 @@
 # (every row; greedy) and, for the rows given with --final, on kids test and adults test, then write
 # results/ablation/ablation.json and the README's ablation table (results/ablation.py).
 # Run results/baselines.sh first (it prepares data/).
+# A row whose weights are committed (lora-isolated: models/whisper-base-kids) is not retrained when its
+# results are committed and its run directory is gone.
 # Usage: bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,13 +24,18 @@ done
 for cfg in configs/ablation/*.yaml; do
   row=$(basename "$cfg" .yaml)
   RUN=runs/ablation/$row
-  if [ ! -f "$RUN/summary.json" ]; then
-    if [ -d "$RUN/checkpoints" ]; then kidwhisper train --config "$cfg" -q --resume; else kidwhisper train --config "$cfg" -q; fi
-  fi
   OUT=results/ablation/$row
-  mkdir -p "$OUT"
-  cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "$OUT/"
-  if [ -d "$RUN/adapter" ]; then ARGS=(--model whisper-base --adapter "$RUN/adapter"); else ARGS=(--model "$RUN/model"); fi
+  case "$row" in lora-isolated) KEPT=models/whisper-base-kids ;; *) KEPT="" ;; esac  # committed weights
+  if [ -n "$KEPT" ] && [ -f "$OUT/summary.json" ] && [ ! -d "$RUN" ]; then
+    ARGS=(--model whisper-base --adapter "$KEPT")  # trained and copied before; its run dir is not kept
+  else
+    if [ ! -f "$RUN/summary.json" ]; then
+      if [ -d "$RUN/checkpoints" ]; then kidwhisper train --config "$cfg" -q --resume; else kidwhisper train --config "$cfg" -q; fi
+    fi
+    mkdir -p "$OUT"
+    cp "$RUN"/summary.json "$RUN"/log.jsonl "$RUN"/train_config.yaml "$RUN"/learning_curve.png "$OUT/"
+    if [ -d "$RUN/adapter" ]; then ARGS=(--model whisper-base --adapter "$RUN/adapter"); else ARGS=(--model "$RUN/model"); fi
+  fi
   SET=kids-dev; evaluate "$OUT/kids-dev"
   for f in "${final[@]}"; do
     if [ "$f" = "$row" ]; then for SET in kids-test adults-test; do evaluate "$OUT/$SET"; done; fi

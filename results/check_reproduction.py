@@ -1,4 +1,4 @@
-"""Does a `kidwhisper run configs/reference.yaml` output reproduce the committed results?
+"""Does a `kidwhisper run configs/reference-v1.yaml` output reproduce the committed results?
 
 Pairs every evaluation of the run directory with the committed one it should reproduce (baselines
 under results/baseline/, the tuned model under results/tuned/whisper-base-lora/), compares WER and the
@@ -6,7 +6,7 @@ per-clip transcripts, the training run's dev-WER curve with the committed log, a
 weights with the committed adapter (models/whisper-base-kids-lora). Writes a JSON record
 (default results/reproduction.json) and prints a table.
 
-    python results/check_reproduction.py runs/reference [--out results/reproduction.json]
+    python results/check_reproduction.py runs/reference-v1 [--out results/reproduction.json]
 """
 
 from __future__ import annotations
@@ -52,14 +52,14 @@ def dev_curve(log: Path, key: str = "dev_wer") -> list[tuple[int, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="output directory of `kidwhisper run configs/reference.yaml`")
+    p.add_argument("run", help="output directory of `kidwhisper run configs/reference-v1.yaml`")
     p.add_argument("--out", default=str(ROOT / "reproduction.json"))
     args = p.parse_args()
     run = Path(args.run)
     missing = [str(run / d / "summary.json") for d, _ in PAIRS if not (run / d / "summary.json").exists()]
     if missing:
         sys.exit(f"check_reproduction: {len(missing)} evaluation(s) missing, e.g. {missing[0]}; "
-                 f"finish `kidwhisper run configs/reference.yaml` first")
+                 f"finish `kidwhisper run configs/reference-v1.yaml` first")
     evals = [compare_eval(run / d, ROOT / c) for d, c in PAIRS]
     ran, ref = json.loads((run / "run/summary.json").read_text()), json.loads((ROOT / "tuned/whisper-base-lora/summary.json").read_text())
     training = {"best_step_run": ran["best_step"], "best_step_committed": ref["best_step"],

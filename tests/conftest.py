@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_data import KIDS_TEST
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-KIDS_TEST = SHARED_DATA / "speechocean762-kids" / "test"
 
 
 def kaldi_clips(set_dir: Path, n: int) -> list[tuple[str, Path, str]]:

@@ -10,9 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from shared_data import KIDS_TEST
 
 REPO = Path(__file__).resolve().parents[1]
-KIDS_TEST = REPO.parent / "shared" / "data" / "speechocean762-kids" / "test"
+
 BASELINE = REPO / "results" / "baseline" / "whisper-base-en" / "kids-test" / "utterances.jsonl"
 
 

@@ -14,10 +14,10 @@
     faster-whisper weights it ships as. faster-whisper takes the language per call
     (``model.transcribe(audio, language="en")``); CTranslate2 models carry no default language.
     Fed the same log-mel input (audio zero-padded to 30 s, as :mod:`kidwhisper.decode` does), the float32
-    export decodes exactly like the PyTorch model (whisper-base + LoRA: 100/100 identical greedy
-    transcripts on kids-test). faster-whisper's own front end instead pads the *log-mel* of a short clip
-    with zeros (as openai-whisper's ``transcribe`` does), which changes the text of ~40 % of short clips,
-    and a tuned model more than a stock one (it only ever saw padded audio). :func:`faster_whisper_model`
+    export decodes exactly like the PyTorch model (``tests/test_export.py`` checks identical greedy
+    transcripts on kids-test clips). faster-whisper's own front end instead pads the *log-mel* of a short clip
+    with zeros (as openai-whisper's ``transcribe`` does), which changes the text of many short clips
+    (docs/benchmarks.md), and a tuned model more than a stock one (it only ever saw padded audio). :func:`faster_whisper_model`
     loads an export into faster-whisper with kidwhisper's front end (audio zero-padded to whole 30 s
     windows), so ``transcribe`` reproduces ``kidwhisper evaluate``; ``tests/test_export.py`` checks it.
     A quantized export (``int8`` ...) is for faster-whisper; to evaluate with kidwhisper use the merged

@@ -4,7 +4,7 @@ Every step writes under ``RunConfig.out`` and is skipped when its output is alre
 that was interrupted continues where it stopped (training itself resumes from its last checkpoint). The
 output directory and the languages are checked against the model before any step runs.
 The shipped configs are ``configs/quick.yaml`` (~15 minutes on 2 CPU cores: subsets, few steps) and
-``configs/reference.yaml`` (the committed result: LoRA on whisper-base, full kids train set).
+``configs/reference.yaml`` (the recommended recipe on the full kids train set).
 """
 
 from __future__ import annotations

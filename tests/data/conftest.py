@@ -9,10 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repo
-KIDS_DEV = SHARED / "speechocean762-kids" / "dev"
-KIDS_TEST = SHARED / "speechocean762-kids" / "test"
+from shared_data import KIDS_DEV, KIDS_TEST
 
 
 @pytest.fixture(scope="session")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
+from shared_data import KIDS
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # ../shared/data beside the repo
-KIDS = SHARED / "speechocean762-kids"
 
 def _write_manifest(src: Path, out: Path, n: int) -> Path:
     texts = dict(line.split(maxsplit=1) for line in (src / "text").read_text().splitlines() if line.strip())

@@ -17,7 +17,7 @@ import yaml
 
 from kidwhisper.config import ConfigError
 
-log = logging.getLogger(__package__)  # "kidwhisper.report", as before the split into modules
+log = logging.getLogger(__package__)  # one "kidwhisper.report" logger for the whole package
 
 DEFAULT_SETS = ["kids-test", "adults-test", "kids-dev"]
 SET_NAME = re.compile(r"(^|[-_/])(test|dev|train|valid|validation|eval)([-_]|$)")

@@ -17,7 +17,7 @@ from kidwhisper.data.manifest import atomic_write_text
 from kidwhisper.metrics import ErrorCounts, paired_difference
 from kidwhisper.report.collect import CompareConfig, Configuration, Run
 
-log = logging.getLogger(__package__)  # "kidwhisper.report", as before the split into modules
+log = logging.getLogger(__package__)  # one "kidwhisper.report" logger for the whole package
 
 CSV_COLUMNS = ["configuration", "model", "adapter", "strategy", "language", "test_set", "n_utts", "n_speakers",
                "wer_pct", "wer_ci_low_pct", "wer_ci_high_pct", "rel_change_pct", "wer_diff_pct",

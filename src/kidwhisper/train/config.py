@@ -33,8 +33,8 @@ of clips joined with ``pack_gap`` seconds of silence (one encoder pass for ~7 cl
 - ``clips``: the same clip-wise labels, but the encoder sees the whole window (clips next to clips);
 - ``joined``: one label sequence, the window's transcripts joined (the first packing recipe).
 
-``bench/train_throughput.py`` measures them against the plain one-clip-per-window recipe: at equal epochs
-``joined`` and ``clips`` lose 3-6 dev WER points to it, ``isolated`` does not.
+``bench/train_throughput.py`` measures them against the plain one-clip-per-window recipe (results in
+docs/benchmarks.md).
 
 Schedule: linear warmup then cosine decay to 0 over ``max_steps`` (or ``epochs`` x steps per epoch when
 ``max_steps`` is not given; ``max_steps`` wins over ``epochs``). Warmup defaults to 10 % of the steps.

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from shared_data import SHARED_DATA as SHARED
 
 from kidwhisper.data.recipes.speechocean762 import (
     RecipeError,
@@ -19,7 +20,6 @@ from kidwhisper.data.recipes.speechocean762 import (
     speechocean762,
 )
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 SETS = ("speechocean762-kids/train", "speechocean762-kids/dev", "speechocean762-kids/test",
         "speechocean762-adults/test")
 PER_SET = 2  # speakers of each set in the miniature release
