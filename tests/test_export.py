@@ -12,6 +12,7 @@ from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
 from kidwhisper.decode import features, transcribe_arrays
 from kidwhisper.export import (
     INFO_FILE,
+    ExportConfig,
     ExportError,
     PaddedAudioFeatureExtractor,
     export,
@@ -85,7 +86,7 @@ def test_merged_equals_peft_and_runs_in_a_plain_pipeline(tiny_adapter, tmp_path)
     from kidwhisper.models.builtin import builtin_path
 
     adapter, peft, processor = tiny_adapter["dir"], tiny_adapter["peft"], tiny_adapter["processor"]
-    out = export("whisper-tiny.en", str(adapter), "merged", tmp_path / "merged")
+    out = export(ExportConfig("whisper-tiny.en", "merged", str(adapter)), tmp_path / "merged")
     files = sorted(p.name for p in out.iterdir())
     assert {"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
             "preprocessor_config.json", INFO_FILE} <= set(files)
@@ -122,7 +123,7 @@ def test_merged_multilingual_defaults_to_english(tiny_model_dir, kids_test_clips
     src = tmp_path / "src"
     net.save_pretrained(src)
     processor.save_pretrained(src)
-    out = export(str(src), None, "merged", tmp_path / "out")
+    out = export(ExportConfig(str(src), "merged"), tmp_path / "out")
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["language"] == "en" and gen["task"] == "transcribe"
     merged = WhisperForConditionalGeneration.from_pretrained(out)
@@ -135,36 +136,36 @@ def test_merged_multilingual_defaults_to_english(tiny_model_dir, kids_test_clips
 
 
 def test_builtin_ct2_export_is_a_copy_that_faster_whisper_loads(kids_test_clips, tmp_path):
-    out = export("whisper-tiny.en", None, "ct2", tmp_path / "ct2")
+    out = export(ExportConfig("whisper-tiny.en", "ct2"), tmp_path / "ct2")
     assert {"model.bin", "tokenizer.json", "config.json", "preprocessor_config.json", INFO_FILE} <= \
         {p.name for p in out.iterdir()}
     assert "copied_from" in json.loads((out / INFO_FILE).read_text())
     (text,) = fw_texts(out, [load_audio(kids_test_clips[0][1])])
     assert "elephant" in normalize(text)
     (out / "model.bin").write_bytes(b"stale")
-    assert export("whisper-tiny.en", None, "ct2", out) == out  # an earlier export is replaced whole
+    assert export(ExportConfig("whisper-tiny.en", "ct2"), out) == out  # an earlier export is replaced whole
     assert (out / "model.bin").stat().st_size > 1e6 and [p.name for p in tmp_path.iterdir()] == ["ct2"]
 
 
 def test_bad_arguments_fail_before_loading(tmp_path):
     with pytest.raises(ValueError, match="--format"):
-        export("whisper-tiny.en", None, "onnx", tmp_path / "x")
+        export(ExportConfig("whisper-tiny.en", "onnx"), tmp_path / "x")
     with pytest.raises(ValueError, match="--quantization"):
-        export("whisper-tiny.en", None, "merged", tmp_path / "x", quantization="int8")
+        export(ExportConfig("whisper-tiny.en", "merged", quantization="int8"), tmp_path / "x")
     with pytest.raises(ValueError, match="--quantization int3"):
-        export("whisper-tiny.en", None, "ct2", tmp_path / "x", quantization="int3")
+        export(ExportConfig("whisper-tiny.en", "ct2", quantization="int3"), tmp_path / "x")
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="not an earlier kidwhisper export"):
-        export("whisper-tiny.en", None, "ct2", busy)
+        export(ExportConfig("whisper-tiny.en", "ct2"), busy)
     assert (busy / "notes.txt").read_text() == "mine"
 
 
 @pytest.mark.slow
 def test_ct2_export_matches_pytorch_wer(tiny_adapter, tmp_path):
     """whisper-tiny.en + LoRA: faster-whisper on the ct2 export decodes like the PyTorch PEFT model."""
-    out = export("whisper-tiny.en", str(tiny_adapter["dir"]), "ct2", tmp_path / "ct2")
+    out = export(ExportConfig("whisper-tiny.en", "ct2", str(tiny_adapter["dir"])), tmp_path / "ct2")
     files = {p.name for p in out.iterdir()}
     assert {"model.bin", "tokenizer.json", "preprocessor_config.json", INFO_FILE} <= files
     assert [p.name for p in tmp_path.iterdir()] == ["ct2"]  # scratch dirs removed
@@ -203,7 +204,7 @@ def test_ct2_export_of_the_committed_adapter_matches_pytorch_on_50_clips(tmp_pat
     net, processor = load_model("whisper-base", str(adapter), device="cpu", merge=True)
     torch_texts = [d.text for d in transcribe_arrays(net, processor, audios, batch_size=16, progress=False)]
     del net
-    out = export("whisper-base", str(adapter), "ct2", tmp_path / "ct2")
+    out = export(ExportConfig("whisper-base", "ct2", str(adapter)), tmp_path / "ct2")
     _check_parity(out, audios, list(texts.values()), torch_texts)
 
 

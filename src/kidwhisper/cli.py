@@ -17,6 +17,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+from kidwhisper.options import add_config_args, config_from_args
+
 log = logging.getLogger("kidwhisper")
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
@@ -38,21 +40,6 @@ def _args(fn):
         return handler
 
     return deco
-
-
-def _config_from(cls, args: argparse.Namespace, names: list[str], required: list[str]):
-    """Merge ``--config FILE`` with explicit flags (flags win) into dataclass ``cls``."""
-    from kidwhisper.config import ConfigError, from_dict, read_config_file
-
-    data = read_config_file(args.config) if getattr(args, "config", None) else {}
-    for n in names:
-        v = getattr(args, n, None)
-        if v is not None:
-            data[n] = v
-    missing = [n for n in required if data.get(n) is None]
-    if missing:
-        raise ConfigError(f"missing required option(s): {', '.join('--' + m.replace('_', '-') for m in missing)}")
-    return from_dict(cls, data, where=f"{args.command} options")
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -83,20 +70,15 @@ def cmd_models(args) -> int:
 
 # ----------------------------------------------------------------------------------------- prepare
 def _prepare_args(p):
+    from kidwhisper.data.prepare import PrepareConfig
+
     p.add_argument("input", help="corpus directory, manifest file, Hugging Face dataset (save_to_disk dir, "
                                  "parquet/arrow, Hub id) or lhotse manifest (kaldi | manifest | sidecar | segments | "
                                  "hf | lhotse)")
     p.add_argument("output_dir", help="where manifest.jsonl, clips/ and prepare_report.json are written (a new "
                                       "directory or an earlier prepare output, outside the input)")
-    p.add_argument("--format", choices=["auto", "kaldi", "manifest", "sidecar", "segments", "hf", "lhotse"],
-                   default=None)
-    p.add_argument("--split", default=None, help="split of a Hugging Face dataset or lhotse manifest directory "
-                                                 "(default: the only one)")
-    p.add_argument("--text-column", dest="text_column", default=None,
-                   help="transcript column of a Hugging Face dataset or manifest (default: found by name)")
-    p.add_argument("--min-duration", dest="min_duration", type=float, default=None, help="seconds (default 0.3)")
-    p.add_argument("--max-duration", dest="max_duration", type=float, default=None, help="seconds, <= 30 (default 30)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, PrepareConfig, skip=("progress",))
 
 
 @command("prepare", "raw corpus -> validated 16 kHz mono clips + JSONL manifest + report")
@@ -104,9 +86,8 @@ def _prepare_args(p):
 def cmd_prepare(args) -> int:
     from kidwhisper.data.prepare import PrepareConfig, prepare
 
-    kw = {k: getattr(args, k) for k in ("format", "split", "text_column", "min_duration", "max_duration", "jobs")
-          if getattr(args, k) is not None}
-    report = prepare(args.input, args.output_dir, PrepareConfig(progress=not args.quiet, **kw))
+    cfg = config_from_args(PrepareConfig, args, {"progress": not args.quiet}, "prepare options")
+    report = prepare(args.input, args.output_dir, cfg)
     print(json.dumps(prepare_summary(report), indent=2, default=str))
     return 0
 
@@ -148,24 +129,11 @@ def cmd_recipe(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------- evaluate
-EVAL_FLAGS = ["model", "adapter", "data", "out", "language", "batch_size", "beam_size", "max_new_tokens", "device", "limit",
-              "backend", "compute_type"]
-
-
 def _evaluate_args(p):
-    p.add_argument("--model", help="built-in name (whisper-base, whisper-tiny.en), HF/CTranslate2 dir or Hub id")
-    p.add_argument("--adapter", help="LoRA adapter directory (RUN_DIR/adapter)")
-    p.add_argument("--data", help="manifest.jsonl (or its directory) from `kidwhisper prepare`, or a corpus dir")
-    p.add_argument("--out", help="output directory for summary.json and utterances.jsonl")
-    p.add_argument("--language", help="force this language (default en), or 'auto' to let the model guess")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--beam-size", dest="beam_size", type=int)
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--limit", type=int, help="only the first N clips")
-    p.add_argument("--backend", choices=["torch", "ct2"], help="decoding engine (default torch; ct2 = CTranslate2)")
-    p.add_argument("--compute-type", dest="compute_type", help="ct2 only: float32 (default, same tokens as torch) or int8")
-    p.add_argument("--config", help="YAML/JSON file with the same options")
+    from kidwhisper.evaluate import EvalConfig
+
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, EvalConfig, skip=("progress",))
 
 
 @command("evaluate", "WER of a model on a manifest: normalized, orthographic, digit-aware, CIs, flags")
@@ -173,8 +141,7 @@ def _evaluate_args(p):
 def cmd_evaluate(args) -> int:
     from kidwhisper.evaluate import EvalConfig, evaluate, format_summary
 
-    cfg = _config_from(EvalConfig, args, EVAL_FLAGS, ["model", "data", "out"])
-    cfg.progress = not args.quiet
+    cfg = config_from_args(EvalConfig, args, {"progress": not args.quiet}, "evaluate options")
     summary = evaluate(cfg)
     print(format_summary(summary))
     print(f"written: {Path(cfg.out) / 'summary.json'}, {Path(cfg.out) / 'utterances.jsonl'}")
@@ -183,56 +150,21 @@ def cmd_evaluate(args) -> int:
 
 # ------------------------------------------------------------------------------------------- train
 def _train_args(p):
-    import dataclasses
-
-    from kidwhisper.train.config import STRATEGIES, TrainConfig
+    from kidwhisper.train.config import TrainConfig
 
     p.add_argument("--config", help="YAML/JSON file with TrainConfig options (flags override it)")
     p.add_argument("--resume", action="store_true",
                    help="continue from RUN_DIR/checkpoints/last (or previous, when last is damaged)")
-    p.add_argument("--strategy", choices=STRATEGIES)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in ("strategy", "lora", "progress"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        if "bool" in kind:
-            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None)
-        else:
-            typ = int if "int" in kind and "float" not in kind else float if "float" in kind else str
-            p.add_argument(flag, dest=f.name, type=typ, default=None)
-    for name, typ in (("r", int), ("alpha", int), ("dropout", float), ("target_modules", str)):
-        p.add_argument(f"--lora.{name.replace('_', '-')}", dest=f"lora_{name}", type=typ, default=None)
+    add_config_args(p, TrainConfig, skip=("progress",))
 
 
 @command("train", "fine-tune with a named strategy (lora, lora-decoder, lora-encoder, full, encoder, decoder)")
 @_args(_train_args)
 def cmd_train(args) -> int:
-    import dataclasses
+    from kidwhisper.train import TrainConfig, train
 
-    from kidwhisper.config import from_dict, read_config_file
-    from kidwhisper.train.config import TrainConfig
-    from kidwhisper.train.loop import train
-
-    data = read_config_file(args.config) if args.config else {}
-    for f in dataclasses.fields(TrainConfig):
-        v = getattr(args, f.name, None)
-        if v is not None and f.name != "lora":
-            data[f.name] = v
-    lora = dict(data.get("lora") or {})
-    for name in ("r", "alpha", "dropout", "target_modules"):
-        v = getattr(args, f"lora_{name}")
-        if v is not None:
-            lora[name] = v
-    if lora:
-        data["lora"] = lora
-    data["progress"] = not args.quiet
-    missing = [n for n in ("model", "train", "dev", "out") if not data.get(n)]
-    if missing:
-        from kidwhisper.config import ConfigError
-
-        raise ConfigError(f"missing required option(s): {', '.join('--' + m for m in missing)}")
-    summary = train(from_dict(TrainConfig, data, where="train options"), resume=args.resume)
+    cfg = config_from_args(TrainConfig, args, {"progress": not args.quiet}, "train options")
+    summary = train(cfg, resume=args.resume)
     print(json.dumps({k: summary.get(k) for k in ("strategy", "trainable_params", "trainable_pct", "best_dev_wer",
                                                    "best_step", "steps", "wall_seconds") if k in summary}, indent=2))
     return 0
@@ -240,9 +172,12 @@ def cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------------------- compare
 def _compare_args(p):
+    from kidwhisper.report import CompareConfig
+
     p.add_argument("inputs", nargs="+", help="evaluation dirs (summary.json) and/or training run dirs")
     p.add_argument("--out", required=True, help="where report.md, report.html, comparison.csv and plots go")
-    p.add_argument("--baseline", help="label of the baseline configuration (default: the first)")
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, CompareConfig)
 
 
 @command("compare", "baseline vs tuned: tables, plots, report.md/html from result files only")
@@ -250,8 +185,7 @@ def _compare_args(p):
 def cmd_compare(args) -> int:
     from kidwhisper.report import CompareConfig, compare
 
-    cfg = CompareConfig(baseline=args.baseline) if args.baseline else None
-    compare(args.inputs, args.out, cfg)
+    compare(args.inputs, args.out, config_from_args(CompareConfig, args, where="compare options"))
     print(f"written: {Path(args.out) / 'report.md'}, report.html, comparison.csv and plots")
     return 0
 
@@ -296,19 +230,19 @@ def cmd_transcribe(args) -> int:
 
 # ------------------------------------------------------------------------------------------ export
 def _export_args(p):
+    from kidwhisper.export import ExportConfig
+
     p.add_argument("out", help="output directory")
-    p.add_argument("--model", required=True)
-    p.add_argument("--adapter")
-    p.add_argument("--format", dest="fmt", choices=["merged", "ct2"], required=True)
-    p.add_argument("--quantization", help="CTranslate2 quantization, e.g. int8, float16 (ct2 only)")
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, ExportConfig)
 
 
 @command("export", "export a tuned model: merged Hugging Face weights, or CTranslate2 for faster-whisper")
 @_args(_export_args)
 def cmd_export(args) -> int:
-    from kidwhisper.export import export
+    from kidwhisper.export import ExportConfig, export
 
-    path = export(args.model, args.adapter, args.fmt, args.out, quantization=args.quantization)
+    path = export(config_from_args(ExportConfig, args, where="export options"), args.out)
     print(f"written: {path}")
     return 0
 

@@ -89,7 +89,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 def save_config(obj: Any, path: str | Path) -> Path:
     """Write a resolved config (dataclass) as YAML (or JSON by suffix) atomically."""
-    from kidwhisper.data.manifest import atomic_write_text
+    from kidwhisper.files import atomic_write_text
 
     p = Path(path)
     d = to_dict(obj)

@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
+from kidwhisper.models.load import is_multilingual
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,6 @@ class Decoded:
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
-
-
-def is_multilingual(model) -> bool:
-    return bool(getattr(model.generation_config, "is_multilingual", False))
 
 
 def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:

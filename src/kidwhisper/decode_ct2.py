@@ -8,7 +8,7 @@ little accuracy for speed. Beam search (``num_beams`` > 1) is CTranslate2's own:
 hypothesis' score by its length without ``<|endoftext|>`` (transformers counts it) and stops once
 ``num_beams`` hypotheses have finished, so a transcript that ends by itself can differ from PyTorch's.
 A tuned model (adapter) is merged and converted once into the cache (``$KIDWHISPER_CACHE/ct2-export``)
-with :func:`kidwhisper.export.export`.
+with :func:`kidwhisper.models.convert.cached_ct2_dir`.
 
 CTranslate2's ``Whisper.generate(max_length=L)`` does not bound the generated tokens by ``L``: it forwards
 the prompt up to its last token, then decodes at most ``min(L // 2, L - (len(prompt) - 1))`` steps (the half
@@ -18,7 +18,6 @@ yields ``<|endoftext|>`` ends a hypothesis without adding to it. :func:`ct2_max_
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -27,27 +26,14 @@ import torch
 
 from kidwhisper.audio import SAMPLE_RATE
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, in_length_batches
-from kidwhisper.models.builtin import BUILTIN_MODELS, builtin_ct2_dir, cache_dir
+from kidwhisper.models.convert import cached_ct2_dir
 
 log = logging.getLogger(__name__)
 
 
 def ct2_model_dir(model: str, adapter: str | None) -> Path:
-    """A CTranslate2 directory for model (+ adapter): the built-in's own, a given one, or a cached export."""
-    if adapter is None and model in BUILTIN_MODELS:
-        return builtin_ct2_dir(model)
-    if adapter is None and (Path(model) / "model.bin").exists():
-        return Path(model)
-    from kidwhisper.export import export
-
-    h = hashlib.sha256(str(Path(model).resolve() if Path(model).exists() else model).encode())
-    if adapter:
-        weights = Path(adapter) / "adapter_model.safetensors"
-        h.update(weights.read_bytes() if weights.exists() else str(adapter).encode())
-    target = cache_dir() / "ct2-export" / h.hexdigest()[:16]
-    if not (target / "model.bin").exists():
-        export(model, adapter, "ct2", target)
-    return target
+    """A CTranslate2 directory for model (+ adapter) (:func:`kidwhisper.models.convert.cached_ct2_dir`)."""
+    return cached_ct2_dir(model, adapter)
 
 
 def ct2_max_length(max_new_tokens: int, prompt_length: int) -> int:

@@ -27,6 +27,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -52,19 +53,19 @@ class EvalConfig:
     understands (prepared on the fly into OUT/prepared). language: ISO code to force, or ``auto``.
     """
 
-    model: str
-    data: str
-    out: str
-    adapter: str | None = None
-    language: str = "en"
-    batch_size: int = 16
-    beam_size: int = 1
-    max_new_tokens: int = MAX_NEW_TOKENS
-    device: str = "auto"
+    model: str  # built-in name (whisper-base, whisper-tiny.en), HF/CTranslate2 directory or Hub id
+    data: str  # manifest.jsonl (or its directory) from `kidwhisper prepare`, or a corpus directory
+    out: str  # output directory for summary.json and utterances.jsonl
+    adapter: str | None = None  # LoRA adapter directory (RUN_DIR/adapter)
+    language: str = "en"  # force this language, or 'auto' to let a multilingual model guess
+    batch_size: int = 16  # clips decoded together
+    beam_size: int = 1  # 1 = greedy
+    max_new_tokens: int = MAX_NEW_TOKENS  # token budget per clip (Whisper's own 224)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     limit: int | None = None  # evaluate only the first N clips of the manifest
-    backend: str = "torch"  # "torch" (PyTorch generate) or "ct2" (CTranslate2, same decoding, faster on CPU)
+    backend: Literal["torch", "ct2"] = "torch"  # decoding engine: PyTorch generate, or CTranslate2 (same decoding)
     compute_type: str = "float32"  # ct2 only: float32 (greedy: token-identical to torch), int8, int8_float32, ...
-    progress: bool = True
+    progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self):
         if self.batch_size < 1:

@@ -105,9 +105,8 @@ def run(cfg: RunConfig) -> dict:
     """Run the whole job; returns the compare() result."""
     from kidwhisper.models.load import check_language
     from kidwhisper.report import CompareConfig, compare
+    from kidwhisper.train import TrainConfig, train
     from kidwhisper.train.checkpoint import has_checkpoint
-    from kidwhisper.train.config import TrainConfig
-    from kidwhisper.train.loop import train
 
     out = check_output_dir(cfg.out, "--out")
     for lang in cfg.baseline_languages:

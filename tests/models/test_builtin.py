@@ -96,3 +96,19 @@ def test_unknown_model_names_the_builtins():
         resolve_model_path("./no-such-model-dir")
     with pytest.raises(ModelError, match="available models"):
         builtin_path("whisper-huge")
+
+
+def test_weights_are_hashed_once_per_process_and_again_when_changed(cache, fake_package, monkeypatch):
+    path = builtin_path("fake")
+    calls = []
+    real = builtin.sha256_file
+    monkeypatch.setattr(builtin, "sha256_file", lambda p: calls.append(p) or real(p))
+    builtin._VERIFIED.clear()
+    for _ in range(3):
+        assert builtin_path("fake") == path
+    assert len(calls) == 1
+    weights = path / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(bytes(len(good)))  # same size, new content (and mtime): checked again, rebuilt
+    assert builtin_path("fake") == path and weights.read_bytes() == good
+    assert len(calls) >= 2

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from kidwhisper.files import sha256_file
 from kidwhisper.models.ct2 import CT2FormatError, convert_ct2_dir, read_model_bin
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,7 @@ def assemble_model_bin(model: BuiltinModel) -> bytes:
     return data
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+_VERIFIED: set[tuple] = set()  # cache entries whose weights were hashed in this process (path, sha, size, mtime)
 
 
 def _cache_is_valid(path: Path, source_sha: str) -> bool:
@@ -124,7 +120,14 @@ def _cache_is_valid(path: Path, source_sha: str) -> bool:
         for name, size in meta["files"].items():
             if (path / name).stat().st_size != size:
                 return False
-        return _file_sha256(path / "model.safetensors") == meta["weights_sha256"]
+        weights = path / "model.safetensors"
+        stat = weights.stat()
+        key = (str(weights.resolve()), meta["weights_sha256"], stat.st_size, stat.st_mtime_ns)
+        if key not in _VERIFIED:  # hashed once per process (a command checks the model several times)
+            if sha256_file(weights) != meta["weights_sha256"]:
+                return False
+            _VERIFIED.add(key)
+        return True
     except (OSError, ValueError, KeyError) as e:
         log.warning("cache entry %s unreadable (%s); rebuilding", path, e)
         return False
@@ -147,7 +150,7 @@ def convert_to_cache(key: str, ct2_dir: Path, source_sha: str, model_bin: bytes 
         convert_ct2_dir(ct2_dir, tmp, model_bin=parsed)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         meta = {"format": CACHE_FORMAT, "source": name, "source_sha256": source_sha, "files": files,
-                "weights_sha256": _file_sha256(tmp / "model.safetensors")}
+                "weights_sha256": sha256_file(tmp / "model.safetensors")}
         (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2))
         if target.exists():
             shutil.rmtree(target)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from kidwhisper.config import ConfigError
+from kidwhisper.files import sha256_file
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     ModelError,
@@ -48,12 +48,13 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def is_multilingual(model) -> bool:
+    """Whether a loaded Whisper model knows several languages (its generation config says so)."""
+    return bool(getattr(model.generation_config, "is_multilingual", False))
+
+
 def _ct2_key(path: Path) -> tuple[str, str]:
-    h = hashlib.sha256()
-    with open(path / "model.bin", "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = sha256_file(path / "model.bin")
     return f"ct2-{path.name}-{digest[:12]}", digest
 
 

@@ -41,12 +41,12 @@ class CompareConfig:
     gets the caveat whatever their size.
     """
 
-    baseline: str | None = None
-    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))
-    title: str = "kidwhisper: Whisper on children's speech"
-    dpi: int = 120
-    small_set: int = 200
-    subset: bool = False
+    baseline: str | None = None  # label of the baseline configuration (e.g. "whisper-base (en)"); None = the first
+    sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))  # display order of the test sets
+    title: str = "kidwhisper: Whisper on children's speech"  # heading of report.md / report.html
+    dpi: int = 120  # resolution of the PNG plots
+    small_set: int = 200  # test sets with fewer clips (or a --limit subset) get the small-subsets caveat
+    subset: bool = False  # the test sets are subsets (kidwhisper run with limit_test): the caveat whatever their size
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):

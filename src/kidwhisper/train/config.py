@@ -70,10 +70,11 @@ class LoraConfig:
     decoder layers (Whisper's attention projections are ``q_proj k_proj v_proj out_proj``).
     """
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = 16  # LoRA rank of the update
+    alpha: int = 32  # LoRA scaling numerator (the update is scaled by alpha / r)
+    dropout: float = 0.05  # LoRA dropout on the adapter input
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    # leaf module names to adapt; the strategy restricts them to encoder or decoder layers
 
     def __post_init__(self) -> None:
         if self.r < 1:
@@ -92,66 +93,58 @@ class LoraConfig:
 
 @dataclass
 class TrainConfig:
-    """Options of ``kidwhisper train`` (each field is the flag of the same name).
+    """Options of ``kidwhisper train``: each field is the flag of the same name, described by its comment.
 
-    model: built-in name, HF directory or Hub id (see ``kidwhisper models``). train, dev: manifests (file or
-    directory from ``kidwhisper prepare``). out: the run directory. lr: None = the strategy's default (table
-    above), resolved here so the saved config holds the value used. eval_every: optimizer steps between
-    dev-WER evaluations (None = once per epoch; the last step is always evaluated); every evaluation also
-    writes the resumable checkpoint, and ``save_every`` adds checkpoints in between. patience: evaluations
-    without a dev-WER improvement before stopping (None = never stop early). dev_max_clips: decode only a
-    seeded random subset of the dev set (faster evaluations). mixed_precision: ``auto`` (default) = bf16 autocast where
-    the hardware does bf16 natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), float32
-    elsewhere; ``bf16``/``fp16`` ask for it (fp16 on GPU only; ignored with a log line where unsupported);
-    ``no`` = float32. Dev WER is decoded in float32 on CPU either way.
-    spec_augment: Whisper's own SpecAugment (``config.apply_spec_augment``) with the mask_* settings.
-    speed_perturb, pitch_perturb: waveform augmentation of every training clip before packing, seeded by
-    (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented. num_workers: DataLoader worker processes computing log-mel features.
-    report_to: ``tensorboard`` logs training loss, learning rate and dev WER through accelerate's tracker to
-    ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra);
-    ``none`` (default): log.jsonl only.
+    ``lr`` None is resolved here to the strategy's default (table above), so the saved config holds the value
+    used. Every dev-WER evaluation also writes the resumable checkpoint; ``save_every`` adds checkpoints in
+    between. ``mixed_precision`` ``auto`` = bf16 autocast where the hardware does bf16 natively (a CUDA GPU
+    that supports it, a CPU with AVX512-BF16 or AMX), float32 elsewhere; dev WER is decoded in float32 on CPU
+    either way. Augmentation (``speed_perturb``, ``pitch_perturb``) changes every training clip before
+    packing, seeded by (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented.
+    ``report_to`` ``tensorboard`` logs training loss, learning rate and dev WER through accelerate's tracker to
+    ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra).
     """
 
-    model: str
-    train: str
-    dev: str
-    out: str
-    strategy: Strategy = "lora"
+    model: str  # built-in name, HF directory or Hub id (see `kidwhisper models`)
+    train: str  # training manifest (file, or directory from `kidwhisper prepare`)
+    dev: str  # dev manifest: model selection and early stopping on its WER
+    out: str  # the run directory (adapter/ or model/, checkpoints/, log.jsonl, summary.json)
+    strategy: Strategy = "lora"  # what trains (see the table in `kidwhisper.train.config`)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    epochs: int = 5
-    max_steps: int | None = None
+    epochs: int = 5  # passes over the training set (max_steps wins when given)
+    max_steps: int | None = None  # optimizer steps; None = epochs x steps per epoch
     batch_size: int = 8  # windows per process per forward pass
-    grad_accum: int = 1
-    lr: float | None = None
+    grad_accum: int = 1  # forward passes per optimizer step
+    lr: float | None = None  # peak learning rate; None = the strategy's default (1e-3 LoRA, 1e-5 otherwise)
     weight_decay: float = 0.01  # AdamW, matrices only (biases and LayerNorms are not decayed)
-    warmup_ratio: float | None = None
-    warmup_steps: int | None = None
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    gradient_checkpointing: bool = False
-    spec_augment: bool = False
-    mask_time_prob: float = 0.05
-    mask_time_length: int = 10
-    mask_feature_prob: float = 0.0
-    mask_feature_length: int = 10
+    warmup_ratio: float | None = None  # share of the steps spent warming up; None = 0.1 unless warmup_steps
+    warmup_steps: int | None = None  # linear warmup steps (wins over warmup_ratio)
+    max_grad_norm: float = 1.0  # gradient clipping
+    seed: int = 0  # data order, packing, dropout, augmentation and dev subset
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto = bf16 where native; no = float32
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
+    spec_augment: bool = False  # Whisper's own SpecAugment (config.apply_spec_augment) with the mask_* settings
+    mask_time_prob: float = 0.05  # SpecAugment: share of time frames masked
+    mask_time_length: int = 10  # SpecAugment: frames per time mask
+    mask_feature_prob: float = 0.0  # SpecAugment: share of mel bins masked
+    mask_feature_length: int = 10  # SpecAugment: bins per frequency mask
     speed_perturb: float = 0.0  # max relative speed change per clip and epoch (0.1: x0.9-1.1); 0 = off
     pitch_perturb: float = 0.0  # max pitch shift in semitones per clip and epoch (tempo kept); 0 = off
-    pack: bool = True
-    pack_seconds: float = 25.0  # leaves >= 5 s of silence at the end of every window
+    pack: bool = True  # join several clips into one encoder window
+    pack_seconds: float = 25.0  # window length when packing; leaves >= 5 s of silence at the end of every window
     pack_gap: float = 0.2  # seconds of silence between packed clips
     pack_single: float = 0.0  # fraction of clips given a window of their own when packing
     pack_mode: Literal["isolated", "clips", "joined"] = "isolated"  # how a packed window trains (see above)
-    eval_every: int | None = None
+    eval_every: int | None = None  # optimizer steps between dev-WER evaluations; None = once per epoch
     save_every: int | None = None  # steps between checkpoints; None = at every evaluation
-    eval_batch_size: int = 16
-    patience: int | None = 3
-    dev_max_clips: int | None = None
-    language: str = "en"
-    num_workers: int = 0
-    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: loss, lr, dev WER -> RUN_DIR/tensorboard/
-    progress: bool = True
+    eval_batch_size: int = 16  # clips per batch when decoding dev
+    patience: int | None = 3  # evaluations without a dev-WER improvement before stopping; None = never stop early
+    dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
+    language: str = "en"  # the language trained on and forced when decoding dev
+    num_workers: int = 0  # DataLoader worker processes computing log-mel features
+    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: loss, lr, dev WER -> RUN_DIR/tensorboard/ (tensorboard extra)
+    progress: bool = True  # show tqdm progress bars
 
     def __post_init__(self) -> None:
         if isinstance(self.lora, dict):
