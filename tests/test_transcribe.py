@@ -1,13 +1,17 @@
-"""transcribe: real child clips in several formats, a >30 s file chunked at pauses, SRT output."""
+"""transcribe: real child clips in several formats, a >30 s file chunked at pauses and streamed, phrase cues
+and word times, SRT/WebVTT/JSON output, one output file per input."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, load_audio
 from kidwhisper.text import normalize
@@ -87,7 +91,9 @@ def test_formats_and_rates_give_the_same_text(results, audio_files):
     original = results["flac16k"]
     assert "elephant" in normalize(original["text"])
     assert original["language"] == "en" and original["duration"] == pytest.approx(3.36, abs=0.01)
-    assert [(s["start"], s["end"]) for s in original["segments"]] == [(0.0, 3.36)]
+    assert [(w["start"], w["end"]) for w in original["windows"]] == [(0.0, 3.36)]
+    (cue,) = original["segments"]
+    assert 0 <= cue["start"] < cue["end"] <= 3.36
     assert {"mp3", "ogg", "wav44k"} <= set(audio_files)
     for name in audio_files:
         if name != "long":
@@ -98,7 +104,7 @@ def test_formats_and_rates_give_the_same_text(results, audio_files):
 def test_long_file_is_chunked_and_keeps_first_and_last_clip(results, kids_test_clips):
     long = results["long"]
     assert long["duration"] > 30
-    segs = long["segments"]
+    segs = long["windows"]
     assert len(segs) == 2 and segs[0]["start"] == 0 and segs[-1]["end"] == long["duration"]
     assert all(a["end"] == b["start"] for a, b in zip(segs, segs[1:], strict=False))
     assert 25 <= segs[0]["end"] <= 30
@@ -111,7 +117,7 @@ def test_long_file_is_chunked_and_keeps_first_and_last_clip(results, kids_test_c
 def test_srt_and_json_output(results):
     srt = to_srt(results["long"])
     blocks = srt.strip().split("\n\n")
-    assert len(blocks) == 2
+    assert len(blocks) == len(results["long"]["segments"]) >= 6  # phrase cues, not one per 30 s window
     last_end = 0.0
     for i, block in enumerate(blocks, 1):
         index, times, *text = block.split("\n")
@@ -119,9 +125,10 @@ def test_srt_and_json_output(results):
         assert re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", times), times
         start, end = times.split(" --> ")
         assert _seconds(start) >= last_end and _seconds(end) > _seconds(start)
+        assert _seconds(end) - _seconds(start) <= 7.0
         assert text and text[0].strip()
         last_end = _seconds(end)
-    assert blocks[0].split("\n")[1].startswith("00:00:00,000 --> 00:00:")
+    assert blocks[0].split("\n")[1].startswith("00:00:00,")  # the first clip's speech starts within 1 s
     assert format_transcripts([results["long"]], "srt") == srt
     parsed = json.loads(format_transcripts(list(results.values()), "json"))
     assert parsed[0]["segments"][0]["text"] == results["flac16k"]["text"]
@@ -162,7 +169,7 @@ def test_unreadable_file_is_named_before_the_model_loads(tmp_path):
 
 def test_bad_options_fail_fast(tmp_path):
     with pytest.raises(ValueError, match="--format"):
-        transcribe([tmp_path / "x.wav"], "whisper-tiny.en", output_format="vtt")
+        transcribe([tmp_path / "x.wav"], "whisper-tiny.en", output_format="docx")
     with pytest.raises(ValueError, match="no audio files"):
         transcribe([], "whisper-tiny.en")
 
@@ -190,3 +197,258 @@ def test_language_is_checked_before_the_audio_and_the_model(tmp_path):
 
     with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model"):
         transcribe([tmp_path / "missing.flac"], "whisper-tiny.en", language="xx")
+
+
+# ------------------------------------------------------------------------------ streaming (#14)
+def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
+    """Noise bursts of 0.3-2 s with 0.1-0.6 s pauses: cut points depend on where the pauses fall."""
+    rng = np.random.default_rng(seed)
+    out, n = [], int(seconds * SAMPLE_RATE)
+    while sum(map(len, out)) < n:
+        out.append((0.2 * rng.standard_normal(int(rng.uniform(0.3, 2.0) * SAMPLE_RATE))).astype(np.float32))
+        out.append(np.zeros(int(rng.uniform(0.1, 0.6) * SAMPLE_RATE), np.float32))
+    return np.concatenate(out)[:n]
+
+
+def test_reader_cuts_like_chunk_bounds_and_holds_one_window(tmp_path):
+    from kidwhisper.audio import N_SAMPLES
+    from kidwhisper.transcribe import READ_BLOCK_SECONDS, WindowReader
+
+    audio = _speechlike(200)
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, SAMPLE_RATE, subtype="FLOAT")
+    reader = WindowReader(path)
+    windows = list(reader)
+    assert [(s, e) for s, e, _ in windows] == chunk_bounds(audio)
+    assert len(windows) >= 7
+    for s, e, samples in windows:
+        np.testing.assert_array_equal(samples, audio[s:e])
+    assert reader.peak <= N_SAMPLES + READ_BLOCK_SECONDS * SAMPLE_RATE
+    from_array = WindowReader(audio)
+    assert [(s, e) for s, e, _ in from_array] == chunk_bounds(audio)
+
+
+def test_reader_memory_is_flat_in_file_length(tmp_path):
+    """A 20-minute file is read holding no more samples than a 2-minute one."""
+    from kidwhisper.transcribe import WindowReader
+
+    peaks = {}
+    for minutes in (2, 20):
+        path = tmp_path / f"{minutes}min.flac"
+        with sf.SoundFile(path, "w", SAMPLE_RATE, 1, subtype="PCM_16") as f:
+            for i in range(minutes * 2):  # written 30 s at a time: the test never holds the whole file either
+                f.write(_speechlike(30, seed=i))
+        reader = WindowReader(path)
+        count = sum(1 for _ in reader)
+        assert count >= minutes * 2
+        peaks[minutes] = reader.peak
+    assert peaks[20] <= peaks[2]
+
+
+def test_resampled_stereo_streams_like_load_audio(tmp_path):
+    from kidwhisper.audio import stream_audio
+
+    mono = _speechlike(65, seed=3)
+    stereo = np.stack([mono, 0.5 * mono], axis=1)
+    path = tmp_path / "s44.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    streamed = np.concatenate(list(stream_audio(path, block_seconds=7.0)))
+    np.testing.assert_array_equal(streamed, load_audio(path))
+
+
+class _FakeNet(torch.nn.Module):
+    """Stands in for a Whisper model: an English-only generation config and an encoder to hook."""
+
+    def __init__(self):
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.encoder = torch.nn.Identity()
+        self.generation_config = SimpleNamespace(is_multilingual=False)
+
+    def get_encoder(self):
+        return self.encoder
+
+
+def test_windows_of_several_files_share_batches_and_results_come_early(tmp_path, monkeypatch):
+    import kidwhisper.transcribe as tr
+    from kidwhisper.decode import Decoded
+
+    paths = []
+    for i, seconds in enumerate((70, 20, 95)):
+        paths.append(tmp_path / f"f{i}.wav")
+        sf.write(paths[-1], _speechlike(seconds, seed=i), SAMPLE_RATE, subtype="FLOAT")
+    events, batches = [], []
+
+    def fake_decode(net, processor, audios, language, max_new_tokens):
+        batches.append(len(audios))
+        events.append(("decode", len(audios)))
+        return [Decoded(f"w{len(batches)}.{j}", [1], "en", False) for j in range(len(audios))]
+
+    real_stream = tr.stream_audio
+
+    def spy_stream(path, block_seconds):
+        events.append(("open", Path(path).name))
+        return real_stream(path, block_seconds)
+
+    monkeypatch.setattr(tr, "decode_batch", fake_decode)
+    monkeypatch.setattr(tr, "stream_audio", spy_stream)
+    out = []
+    for r in tr.stream_transcripts(_FakeNet(), None, paths, paths, "en", 2, False, "fake", 10, False, False):
+        events.append(("result", Path(r["file"]).name))
+        out.append(r)
+    assert [Path(r["file"]).name for r in out] == ["f0.wav", "f1.wav", "f2.wav"]
+    assert [len(r["windows"]) for r in out] == [3, 1, 4]
+    assert batches == [2, 2, 2, 2]  # f0's third window shares a batch with f1's window
+    assert events.index(("result", "f0.wav")) < events.index(("open", "f2.wav"))  # yielded before f2 is read
+    assert out[2]["windows"][-1]["end"] == pytest.approx(95.0)
+    assert all(r["segments"] == [{"id": i, **w} for i, w in enumerate(r["windows"])] for r in out)
+
+
+@pytest.mark.slow
+def test_streamed_long_file_has_the_text_of_whole_file_windows(results, audio_files):
+    """The streamed long file gives the same windows and text as decoding chunk_bounds of the whole array."""
+    from kidwhisper.decode import transcribe_arrays
+    from kidwhisper.models.load import load_model
+
+    audio = load_audio(audio_files["long"])
+    bounds = chunk_bounds(audio)
+    net, processor = load_model("whisper-tiny.en", device="cpu")
+    old = transcribe_arrays(net, processor, [audio[s:e] for s, e in bounds], "en", 8, progress=False)
+    long = results["long"]
+    assert [(w["start"], w["end"]) for w in long["windows"]] == [(round(s / SAMPLE_RATE, 3), round(e / SAMPLE_RATE, 3))
+                                                                 for s, e in bounds]
+    assert [w["text"] for w in long["windows"]] == [d.text for d in old]
+    assert long["text"] == " ".join(d.text for d in old)
+
+
+# ------------------------------------------------------------------------------ cues and word times (#18)
+def _words(*spec):
+    from kidwhisper.timestamps import Word
+
+    return [Word(f" {w}", s, e, 1.0) for w, s, e in spec]
+
+
+def test_cues_split_at_pauses_sentences_and_seven_seconds():
+    from kidwhisper.timestamps import group_cues
+
+    def texts(cues):
+        return ["".join(w.word for w in c).strip() for c in cues]
+
+    # a 1.2 s pause splits; a 0.4 s pause splits only after a sentence end; 0.4 s mid-sentence does not
+    words = _words(("a", 0, .4), ("b", .4, .8), ("c.", 2.0, 2.4), ("d", 2.8, 3.2), ("e", 3.6, 4.0))
+    assert texts(group_cues(words)) == ["a b", "c.", "d e"]
+    # 12 s of speech with no pause: split into cues <= 7 s at the clause mark, not at the first gap
+    run = _words(*[(f"w{i}{',' if i == 9 else ''}", 0.5 * i, 0.5 * i + 0.5) for i in range(24)])
+    cues = group_cues(run)
+    assert all(c[-1].end - c[0].start <= 7.0 for c in cues)
+    assert texts(cues)[0].endswith("w9,") and sum(len(c) for c in cues) == 24
+
+
+def test_word_edges_leave_pauses():
+    from kidwhisper.timestamps import speech_frames, trim_to_speech
+
+    audio = np.zeros(4 * SAMPLE_RATE, np.float32)
+    rng = np.random.default_rng(0)
+    audio[int(0.5 * SAMPLE_RATE) : int(1.5 * SAMPLE_RATE)] = 0.3 * rng.standard_normal(SAMPLE_RATE)
+    audio[int(3.0 * SAMPLE_RATE) : int(3.6 * SAMPLE_RATE)] = 0.3 * rng.standard_normal(int(0.6 * SAMPLE_RATE))
+    # as the alignment gives them: the first word ends early, the second starts where the first ended
+    words = trim_to_speech(_words(("one", 0.0, 1.3), ("two", 1.3, 3.9)), speech_frames(audio))
+    assert words[0].start == pytest.approx(0.5, abs=0.1) and words[0].end == pytest.approx(1.5, abs=0.1)
+    assert words[1].start == pytest.approx(3.0, abs=0.1) and words[1].end == pytest.approx(3.6, abs=0.1)
+
+
+def test_alignment_heads_fall_back_when_missing_or_out_of_range(tiny_model_dir):
+    from transformers import WhisperForConditionalGeneration
+
+    from kidwhisper.timestamps import alignment_heads
+
+    net = WhisperForConditionalGeneration.from_pretrained(str(tiny_model_dir))
+    assert net.generation_config.alignment_heads  # whisper-base's, which a 1-layer model does not have
+    assert alignment_heads(net) == [(0, 0), (0, 1)]
+    net.generation_config.alignment_heads = [[0, 1]]
+    assert alignment_heads(net) == [(0, 1)]
+
+
+def test_vtt_and_output_files(tmp_path):
+    from kidwhisper.config import ConfigError
+    from kidwhisper.transcribe import output_paths, to_vtt, write_result
+
+    result = {"file": "a.wav", "text": "hi there", "segments": [
+        {"id": 0, "start": 0.5, "end": 1.25, "text": "hi there", "words": [
+            {"word": "hi", "start": 0.5, "end": 0.8, "probability": 0.9},
+            {"word": "there", "start": 0.9, "end": 1.25, "probability": 0.9}]},
+        {"id": 1, "start": 30.0, "end": 31.0, "text": ""}]}
+    assert to_vtt(result) == "WEBVTT\n\n00:00:00.500 --> 00:00:01.250\nhi <00:00:00.900>there\n"
+    ins = tmp_path / "in"
+    ins.mkdir()
+    a, b = ins / "a.wav", ins / "b.flac"
+    targets = output_paths([a, b], tmp_path / "out", "vtt")
+    assert targets == [tmp_path / "out" / "a.vtt", tmp_path / "out" / "b.vtt"]
+    write_result(result, targets[0], "vtt")
+    assert targets[0].read_text() == to_vtt(result) and not list((tmp_path / "out").glob(".*tmp"))
+    with pytest.raises(ConfigError, match="a.wav and .*a.flac would both be written to a.srt"):
+        output_paths([a, tmp_path / "a.flac"], tmp_path / "out", "srt")
+    text_input = ins / "notes.txt"
+    with pytest.raises(ConfigError, match="notes.txt is one of the input files"):
+        output_paths([text_input], ins, "text")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory, kids_test_clips):
+    """7 kids clips joined with 1.0-2.0 s of silence, and each clip's speech (start, end) in the recording:
+    the first and last 10 ms frame of runs of >= 100 ms whose energy (averaged over 50 ms) is above -20 dB
+    of the clip's loudest and 10 dB above its noise floor (a click where a clip was cut is not speech)."""
+    rng = np.random.default_rng(7)
+    pieces, speech, t = [], [], 0
+    for _, path, _ in kids_test_clips[:7]:
+        clip = load_audio(path)
+        n = len(clip) // 160
+        rms = np.convolve(np.sqrt(np.mean(clip[: n * 160].reshape(n, 160) ** 2, axis=1)), np.ones(5) / 5, "same")
+        loud = rms >= max(0.1 * rms.max(), np.sqrt(10) * np.percentile(rms, 10))
+        sustained = np.flatnonzero(np.convolve(loud, np.ones(10), "valid") == 10)  # frames i..i+9 loud
+        first, last = sustained[0], sustained[-1] + 9
+        speech.append(((t + first * 160) / SAMPLE_RATE, (t + (last + 1) * 160) / SAMPLE_RATE))
+        gap = np.zeros(int(rng.uniform(1.0, 2.0) * SAMPLE_RATE), np.float32)
+        pieces += [clip, gap]
+        t += len(clip) + len(gap)
+    path = tmp_path_factory.mktemp("recording") / "recording.flac"
+    sf.write(path, np.concatenate(pieces), SAMPLE_RATE)
+    return path, speech
+
+
+@pytest.mark.slow
+def test_cue_boundaries_match_clip_boundaries(recording):
+    """Real whisper-base with word times: every clip's speech starts and ends within 0.5 s of a cue edge."""
+    path, speech = recording
+    result = transcribe(path, "whisper-base", device="cpu", word_timestamps=True, progress=False)[0]
+    assert len(result["windows"]) == 2  # the recording is longer than one window
+    segs = result["segments"]
+    edges = np.array([s["start"] for s in segs] + [s["end"] for s in segs])
+    for start, end in speech:
+        assert np.abs(edges - start).min() <= 0.5, (start, segs)
+        assert np.abs(edges - end).min() <= 0.5, (end, segs)
+    words = [w for s in segs for w in s["words"]]
+    assert len(words) >= 10
+    times = [t for w in words for t in (w["start"], w["end"])]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= result["duration"]
+    assert all(s["end"] - s["start"] <= 7.0 for s in segs)
+    assert " ".join(w["word"] for w in words) == " ".join(s["text"] for s in segs)
+
+
+@pytest.mark.slow
+def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
+    import subprocess
+    import sys
+
+    a, b = kids_test_clips[0][1], kids_test_clips[1][1]
+    out = tmp_path / "subs"
+    cmd = [sys.executable, "-m", "kidwhisper", "transcribe", "--model", "whisper-tiny.en", "--format", "vtt",
+           "--word-timestamps", "--output-dir", str(out), str(a), str(b), "-q"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr == ""  # -q: no progress bar, no library warning
+    assert sorted(p.name for p in out.iterdir()) == [f"{Path(a).stem}.vtt", f"{Path(b).stem}.vtt"]
+    vtt = (out / f"{Path(a).stem}.vtt").read_text()
+    assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt

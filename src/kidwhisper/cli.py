@@ -212,19 +212,40 @@ def _transcribe_args(p):
     p.add_argument("--model", default="whisper-base")
     p.add_argument("--adapter")
     p.add_argument("--language", default="en", help="force this language (default en) or 'auto'")
-    p.add_argument("--format", dest="output_format", choices=["text", "json", "srt"], default="text")
+    p.add_argument("--format", dest="output_format", choices=["text", "json", "srt", "vtt"], default="text",
+                   help="text, JSON (with phrase segments), SubRip or WebVTT subtitles (cues of <= 7 s)")
+    p.add_argument("--word-timestamps", dest="word_timestamps", action="store_true",
+                   help="add word start/end times (JSON 'words', WebVTT word tags)")
+    p.add_argument("--output-dir", dest="output_dir",
+                   help="write one OUTPUT_DIR/<stem>.<ext> per input (txt/json/srt/vtt) instead of printing")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
 
 
-@command("transcribe", "transcribe audio files with a (tuned) model: text, JSON or SRT")
+@command("transcribe", "transcribe audio files with a (tuned) model: text, JSON, SRT or WebVTT")
 @_args(_transcribe_args)
 def cmd_transcribe(args) -> int:
-    from kidwhisper.transcribe import format_transcripts, transcribe
+    import warnings
 
-    results = transcribe(args.audio, args.model, adapter=args.adapter, language=args.language,
-                         output_format=args.output_format, device=args.device, batch_size=args.batch_size)
-    print(format_transcripts(results, args.output_format))
+    # Deprecation notices of the libraries (peft calling transformers' is_gradient_checkpointing, ...) are
+    # for their developers, not for someone transcribing a file.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|torch|accelerate)\b")
+    from kidwhisper.transcribe import format_listed, format_transcripts, transcribe_iter
+
+    results = transcribe_iter(args.audio, args.model, adapter=args.adapter, language=args.language,
+                              output_format=args.output_format, device=args.device, batch_size=args.batch_size,
+                              progress=not args.quiet, word_timestamps=args.word_timestamps,
+                              timestamps=args.output_format != "text" or args.word_timestamps,
+                              output_dir=args.output_dir)
+    if args.output_dir:
+        for _ in results:
+            pass  # each file is written as it finishes
+        print(f"written: {len(args.audio)} file(s) in {args.output_dir}")
+    elif args.output_format == "json" or len(args.audio) == 1:
+        print(format_transcripts(list(results), args.output_format))
+    else:
+        for r in results:  # printed as each file finishes
+            print(format_listed(r, args.output_format), flush=True)
     return 0
 
 
