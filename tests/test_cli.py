@@ -176,20 +176,23 @@ def test_language_is_rejected_before_the_model_loads(tmp_path, capsys):
                                                "as whisper-base)")
 
 
-def test_known_library_warnings_do_not_reach_the_user(tiny_model_dir, kids_test_clips, tmp_path):
-    """peft reads transformers' deprecated ``is_gradient_checkpointing`` whenever it wraps a model (every
-    command that loads an adapter): the CLI hides that one warning, and shows it again with -v."""
+def test_known_library_warnings_do_not_reach_the_user(tiny_model_dir, kids_manifest, tmp_path):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model (evaluating an
+    adapter does): the CLI hides that one warning, and shows it again with -v."""
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir)
     get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
-    args = ("transcribe", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter"),
-            str(kids_test_clips[0][1]))
-    quiet = run(*args, "-q")
+
+    def evaluate(flag: str):
+        return run("evaluate", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter"), "--data",
+                   str(kids_manifest), "--limit", "1", "--out", str(tmp_path / flag), flag)
+
+    quiet = evaluate("-q")
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     assert "Warning" not in quiet.stderr, quiet.stderr[-2000:]
-    verbose = run(*args, "-v")
+    verbose = evaluate("-v")
     assert verbose.returncode == 0 and "FutureWarning: `is_gradient_checkpointing` is deprecated" in verbose.stderr
 
 
