@@ -132,7 +132,7 @@ def test_language_and_out_are_checked_before_anything_loads(kids_manifest, tmp_p
     def must_not_load(*args, **kwargs):
         raise AssertionError("loaded before the options were checked")
 
-    for name in ("load_model", "load_usable_audios", "resolve_data"):
+    for name in ("load_model", "probe_clips", "resolve_data"):
         monkeypatch.setattr(evaluate_module, name, must_not_load)
     out = tmp_path / "o"
     with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model; use --language en"):
@@ -172,7 +172,7 @@ def test_a_full_disk_keeps_the_finished_decode_and_says_where(tiny_model_dir, ki
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0, err
     (kept,) = elsewhere.iterdir()
-    assert err == (f"kidwhisper evaluate: error: no space left on device writing {out / 'utterances.jsonl'}; free "
+    assert err == (f"kidwhisper evaluate: error: no space left on device writing {out / 'eval_config.yaml'}; free "
                    f"some space on that disk (or write to another directory) and run again. The finished decode of 3 "
                    f"clips is saved in {kept} (utterances.jsonl, summary.json, eval_config.yaml): move it to {out} "
                    f"once there is space")
@@ -181,3 +181,75 @@ def test_a_full_disk_keeps_the_finished_decode_and_says_where(tiny_model_dir, ki
     assert json.loads((kept / "summary.json").read_text())["n_utts"] == 3 and (kept / "eval_config.yaml").exists()
     assert refused and list(out.iterdir()) == []  # no temp file, and no summary.json that would look complete
 
+
+
+class Killed(Exception):
+    """Stands in for a kill in the middle of an evaluation."""
+
+
+def test_an_interrupted_evaluation_continues_to_the_same_files(tiny_model_dir, kids_manifest, tmp_path, monkeypatch,
+                                                              capsys):
+    """Killed while decoding its third batch, an evaluation has written the two finished batches (6 clips) and
+    no summary; run again into the same --out (half a line left by the kill is ignored) it decodes only the
+    other 6 clips and ends with the utterances.jsonl and summary of an uninterrupted run; --resume with
+    other options is refused in one line."""
+    import kidwhisper.evaluate as evaluate_module
+    from kidwhisper.cli import main
+
+    opts = dict(model=str(tiny_model_dir), data=str(kids_manifest), batch_size=3, max_new_tokens=40, progress=False)
+    whole = evaluate(EvalConfig(out=str(tmp_path / "whole"), **opts))
+    real, decoded = evaluate_module.decode_batch, []
+
+    def dies_in_third_batch(model, processor, audios, *args):
+        if len(decoded) == 2:
+            raise Killed
+        decoded.append(len(audios))
+        return real(model, processor, audios, *args)
+
+    monkeypatch.setattr(evaluate_module, "decode_batch", dies_in_third_batch)
+    cut = tmp_path / "cut"
+    with pytest.raises(Killed):
+        evaluate(EvalConfig(out=str(cut), **opts))
+    finished = (cut / "utterances.jsonl").read_text()
+    assert finished.count("\n") == 6 and not (cut / "summary.json").exists()
+    with open(cut / "utterances.jsonl", "a") as f:
+        f.write(finished[:50])  # a kill in the middle of a write
+    decoded.clear()
+    monkeypatch.setattr(evaluate_module, "decode_batch",
+                        lambda model, processor, audios, *a: decoded.append(len(audios)) or real(model, processor, audios, *a))
+    resumed = evaluate(EvalConfig(out=str(cut), **opts))
+    assert sum(decoded) == 6 and resumed["resumed_clips"] == 6 and whole["resumed_clips"] == 0
+    full = (tmp_path / "whole" / "utterances.jsonl").read_text()
+    assert (cut / "utterances.jsonl").read_text() == full and full.count("\n") == 12
+    timing = {"wall_seconds", "rtf", "resumed_clips", "config", "device"}
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}
+    assert json.loads((cut / "summary.json").read_text()) == resumed
+
+    capsys.readouterr()
+    rc = main(["evaluate", "--model", str(tiny_model_dir), "--data", str(kids_manifest), "--out", str(cut),
+               "--batch-size", "3", "--max-new-tokens", "40", "--beam-size", "2", "--resume", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"kidwhisper evaluate: error: --resume: option(s) ['beam_size'] differ from "
+                               f"{cut / 'eval_config.yaml'}; resume with the evaluation's own options (or choose "
+                               f"another --out)")
+    assert (cut / "utterances.jsonl").read_text() == full  # untouched
+
+
+def test_a_cut_hypothesis_is_kept_in_its_line_and_the_guarded_wer_is_computed_from_it():
+    from kidwhisper.data.manifest import Clip
+    from kidwhisper.decode import Decoded
+    from kidwhisper.evaluate import summarize_lines, utterance_line
+
+    class Words:
+        def decode(self, ids, skip_special_tokens=True):
+            return " ".join("word" for _ in ids)
+
+    runaway = Decoded(Words().decode(range(100)), list(range(100)), "en", truncated=True)
+    short = Decoded("word word", [0, 1], "en", truncated=False)
+    lines = [utterance_line(Clip("a", "a.flac", 1.0, "WORD WORD", speaker="s"), runaway, Words()),
+             utterance_line(Clip("b", "b.flac", 1.0, "WORD WORD", speaker="s"), short, Words())]
+    assert json.loads(lines[0])["hyp_guarded"] == Words().decode(range(guard_budget(1.0)))  # 24 tokens
+    assert "hyp_guarded" not in json.loads(lines[1])
+    summary = summarize_lines(lines)
+    assert summary["guarded"]["n_cut"] == 1 and summary["n_truncated"] == 1 and summary["languages"] == {"en": 2}
+    assert summary["wer"]["whisper"]["insertions"] == 98 and summary["guarded"]["wer"]["whisper"]["insertions"] == 22

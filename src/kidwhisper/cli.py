@@ -134,6 +134,8 @@ def _evaluate_args(p):
 
     p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
     add_config_args(p, EvalConfig, skip=("progress",))
+    p.add_argument("--resume", action="store_true", help="continue the evaluation in --out, skipping its finished "
+                   "clips (refused if its options differ); an interrupted one in the same --out continues anyway")
 
 
 @command("evaluate", "WER of a model on a manifest: normalized, orthographic, digit-aware, CIs, flags")
@@ -142,7 +144,7 @@ def cmd_evaluate(args) -> int:
     from kidwhisper.evaluate import EvalConfig, evaluate, format_summary
 
     cfg = config_from_args(EvalConfig, args, {"progress": not args.quiet}, "evaluate options")
-    summary = evaluate(cfg)
+    summary = evaluate(cfg, resume=args.resume)
     print(format_summary(summary))
     print(f"written: {Path(cfg.out) / 'summary.json'}, {Path(cfg.out) / 'utterances.jsonl'}")
     return 0

@@ -10,12 +10,21 @@ counts, flags), ``OUT/summary.json`` (WER with a speaker-bootstrap 95 % CI, brea
 decoding options, versions, manifest hash, wall time, real-time factor) and ``OUT/eval_config.yaml``;
 ``summary.json`` is written last, so its presence marks a complete evaluation. ``OUT`` and ``language``
 are checked before any model or audio is loaded. When the disk fills up while the results are written,
-the finished decode is written to a new directory in the system temp dir instead and DiskFullError says
-where (or that it could not be saved anywhere).
+the decode continues in a new directory in the system temp dir (holding every line written so far) and
+DiskFullError says where at the end (or that it could not be saved anywhere).
+
+**Streaming and resuming.** Clips are checked first from their file headers (:func:`kidwhisper.data.
+manifest.probe_clips`), then read batch by batch (batches of similar length, as ``transcribe_arrays``
+makes them) and freed once decoded; each finished batch is appended to ``utterances.jsonl``, so a killed
+evaluation loses at most the batch in flight. Run again into the same ``OUT`` with the same options (or
+with ``resume=True`` / ``--resume``, which refuses other options), it decodes only the batches not
+finished and ends with the same ``utterances.jsonl`` (rewritten in manifest order) and summary, which is
+always computed from that file.
 A clip whose audio is corrupt or holds no samples is not decoded: it is skipped with a warning and
 counted by reason in ``n_skipped`` (ids in ``skipped_ids``), never scored as silence.
 A token-budget guard (``GUARD_TOKENS_PER_SECOND`` x duration + ``GUARD_SLACK_TOKENS``) is applied after
-the fact and reported separately under ``guarded``; the headline is always WER as decoded.
+the fact and reported separately under ``guarded`` (a line whose hypothesis was cut holds the cut text
+as ``hyp_guarded``); the headline is always WER as decoded.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -30,12 +40,23 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from tqdm.auto import tqdm
 
-from kidwhisper.config import ConfigError, OutputError, package_versions, save_config
-from kidwhisper.data.manifest import ManifestError, load_usable_audios, manifest_hash, read_manifest
-from kidwhisper.decode import MAX_NEW_TOKENS, transcribe_arrays
-from kidwhisper.files import atomic_write_text, check_output_dir, writing
-from kidwhisper.metrics import score_utterance, summarize
+from kidwhisper.audio import SAMPLE_RATE
+from kidwhisper.config import ConfigError, OutputError, package_versions, read_config_file, save_config
+from kidwhisper.data.manifest import (
+    REASON_EMPTY_AUDIO,
+    REASON_UNREADABLE_AUDIO,
+    Clip,
+    ManifestError,
+    audio_path,
+    manifest_hash,
+    probe_clips,
+    read_manifest,
+)
+from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
+from kidwhisper.files import append_text, atomic_write_text, check_output_dir, writing
+from kidwhisper.metrics import UtteranceScore, score_utterance, summarize
 from kidwhisper.models.load import check_language, load_model
 
 log = logging.getLogger(__name__)
@@ -100,76 +121,47 @@ def guard_budget(duration: float) -> int:
     return int(math.ceil(GUARD_TOKENS_PER_SECOND * duration + GUARD_SLACK_TOKENS))
 
 
-def evaluate(config: EvalConfig) -> dict:
-    """Decode ``config.data`` with ``config.model`` and write utterances.jsonl + summary.json."""
+RESUME_MAY_CHANGE = {"progress", "out"}  # other options must match the interrupted evaluation's
+UTTERANCES = "utterances.jsonl"
+
+
+def evaluate(config: EvalConfig, resume: bool = False) -> dict:
+    """Decode ``config.data`` with ``config.model`` and write utterances.jsonl + summary.json.
+
+    Clips are read and decoded batch by batch; each finished batch is appended to utterances.jsonl, so an
+    interrupted evaluation continues (``resume``, or simply the same ``out``) without redoing its finished
+    clips. The summary is computed from utterances.jsonl at the end.
+    """
     out = check_output_dir(config.out, "--out")
     check_language(config.model, config.language)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     manifest = resolve_data(config.data, out, config.progress)
-    clips = read_manifest(manifest)
-    if config.limit:
-        clips = clips[: config.limit]
+    clips = read_manifest(manifest, config.limit)
     if not clips:
         raise ManifestError(f"{manifest}: no clips to evaluate")
-    log.info("evaluating %s%s on %d clips of %s (language=%s)", config.model,
-             f" + {config.adapter}" if config.adapter else "", len(clips), manifest, config.language)
-    loaded = load_usable_audios(clips, manifest, config.progress)
-    clips, audios = loaded.clips, loaded.audios
-    if not clips:
-        raise ManifestError(f"{manifest}: no clip has usable audio (skipped: {loaded.n_skipped}); re-export "
+    done = _previous_utterances(out, config, resume)
+    log.info("evaluating %s%s on %d clips of %s (language=%s)%s", config.model,
+             f" + {config.adapter}" if config.adapter else "", len(clips), manifest, config.language,
+             f", continuing after {len(done)} finished clips" if done else "")
+    probed = probe_clips([c.id for c in clips], [audio_path(c, manifest) for c in clips], manifest, config.progress)
+    _check_done(done, clips, manifest)
+    kept = [clips[i] for i in probed.kept]
+    if not kept:
+        raise ManifestError(f"{manifest}: no clip has usable audio (skipped: {probed.n_skipped}); re-export "
                             f"the files or prepare the corpus again with `kidwhisper prepare`")
-    if config.backend == "ct2":
-        from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
-        from kidwhisper.models.load import load_processor
-
-        processor = load_processor(config.model)
-        if config.adapter:
-            load_model(config.model, config.adapter, "cpu")  # fail early and clearly if the adapter does not fit
-        decoder = CT2Decoder(ct2_model_dir(config.model, config.adapter), processor, config.compute_type,
-                             "cuda" if config.device == "cuda" else "cpu")
-        device = f"ctranslate2 {config.compute_type}"
-        t0 = time.perf_counter()
-        decoded = decoder.transcribe_arrays(audios, config.language, config.batch_size, config.max_new_tokens,
-                                            config.beam_size, config.progress)
-    else:
-        model, processor = load_model(config.model, config.adapter, config.device,
-                                      merge=True)  # merged LoRA decodes at base-model speed
-        device = str(next(model.parameters()).device)
-        t0 = time.perf_counter()
-        decoded = transcribe_arrays(model, processor, audios, config.language, config.batch_size,
-                                    config.max_new_tokens, config.beam_size, config.progress)
-    wall = time.perf_counter() - t0
-    audio_seconds = sum(len(a) for a in audios) / 16000
-
-    tok = processor.tokenizer
-    items, guarded_items, lines = [], [], []
-    for clip, d in zip(clips, decoded, strict=True):
-        meta = {"id": clip.id, "speaker": clip.speaker, "age": clip.age, "gender": clip.gender,
-                "duration": clip.duration}
-        score = score_utterance(clip.text, d.text, clip.duration, d.n_tokens)
-        items.append((meta, score))
-        budget = guard_budget(clip.duration)
-        guarded_hyp = d.text if d.n_tokens <= budget else tok.decode(d.tokens[:budget], skip_special_tokens=True)
-        guarded_items.append((meta, score_utterance(clip.text, guarded_hyp, clip.duration, min(d.n_tokens, budget))))
-        lines.append(json.dumps({**meta, "ref": clip.text, "hyp": d.text, "language": d.language,
-                                 "n_tokens": d.n_tokens, "truncated": d.truncated, **asdict(score)},
-                                ensure_ascii=False))
-    summary = summarize(items)
-    guarded = summarize(guarded_items, breakdown_keys=())
-    summary["guarded"] = {
-        "rule": f"hypothesis cut to ceil({GUARD_TOKENS_PER_SECOND} tokens/s x duration + {GUARD_SLACK_TOKENS}) tokens",
-        "wer": guarded["wer"], "flags": guarded["flags"],
-        "n_cut": sum(d.n_tokens > guard_budget(c.duration) for c, d in zip(clips, decoded, strict=True)),
-    }
-    head, cut = summary["wer"]["whisper"], summary["guarded"]
-    log.info("%d clips, %d speakers: WER %s (guarded %s, %d cut), %d hallucinations, %d skipped (empty reference)",
-             summary["n_utts"], summary["n_speakers"], _pct(head["wer"]), _pct(cut["wer"]["whisper"]["wer"]),
-             cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
-    summary["languages"] = _count([d.language or "none" for d in decoded])
-    summary["n_truncated"] = sum(d.truncated for d in decoded)
-    summary["n_skipped"] = loaded.n_skipped  # clips not decoded: {reason: count}, ids under skipped_ids
-    summary["skipped_ids"] = loaded.skipped
+    sink = _Sink(out)
+    sink.start(config, fresh=not done)
+    skipped = {k: list(v) for k, v in probed.skipped.items()}
+    run = _decode_remaining(config, kept, probed.samples, manifest, done, sink, skipped)
+    order = {c.id: k for k, c in enumerate(kept)}
+    lines = sorted((line for i, line in _read_lines(sink.dir / UTTERANCES).items() if i in order),
+                   key=lambda line: order[json.loads(line)["id"]])
+    skipped_ids = {r: [c.id for c in clips if c.id in ids] for r, ids in ((r, set(v)) for r, v in skipped.items())}
+    summary = summarize_lines(lines)
+    summary["n_skipped"] = {r: len(ids) for r, ids in skipped_ids.items()}  # not decoded: {reason: count}
+    summary["skipped_ids"] = skipped_ids
+    audio_seconds = sum(probed.samples[k] for k, c in enumerate(kept) if c.id in order) / SAMPLE_RATE
     summary.update({
         "model": config.model,
         "adapter": config.adapter,
@@ -181,42 +173,269 @@ def evaluate(config: EvalConfig) -> dict:
                      "backend": config.backend, "compute_type": config.compute_type,
                      "front_end": "transformers WhisperFeatureExtractor (audio padded to 30 s, then log-mel)"},
         "backend": config.backend,
-        "device": device,
+        "device": run.device,
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(),
-        "wall_seconds": round(wall, 2),
+        "wall_seconds": round(run.wall, 2),  # decoding in this call (earlier calls' clips not included)
         "audio_seconds_decoded": round(audio_seconds, 2),
-        "rtf": round(wall / audio_seconds, 4),
+        "rtf": round(run.wall / run.audio_seconds, 4) if run.audio_seconds else None,
+        "resumed_clips": len(lines) - run.n_decoded,
         "config": asdict(config),
     })
-    write_results(out, lines, summary, config)
+    sink.finish(lines, summary)
     return summary
 
 
-def write_results(out: Path, lines: list[str], summary: dict, config: EvalConfig) -> None:
-    """utterances.jsonl, eval_config.yaml, then summary.json into ``out``. An earlier summary.json is
-    removed first, so ``out`` never pairs an old summary with new utterances. When ``out`` cannot be
-    written (a full disk), the three files go to a new directory in the system temp dir and the
-    OutputError names it."""
-    files = {"utterances.jsonl": "\n".join(lines) + "\n",
-             "summary.json": json.dumps(summary, indent=2, ensure_ascii=False) + "\n"}
-    try:
-        with writing(out / "summary.json"):
-            (out / "summary.json").unlink(missing_ok=True)
-        atomic_write_text(out / "utterances.jsonl", files["utterances.jsonl"])
-        save_config(config, out / "eval_config.yaml")
-        atomic_write_text(out / "summary.json", files["summary.json"])
-    except OutputError as e:
+@dataclass
+class _Run:
+    """What one call of :func:`evaluate` decoded."""
+
+    device: str = ""
+    wall: float = 0.0  # seconds spent decoding
+    audio_seconds: float = 0.0
+    n_decoded: int = 0
+
+
+def _decoder(config: EvalConfig):
+    """(decode(arrays) -> list[Decoded], tokenizer, device name) for ``config``'s backend."""
+    if config.backend == "ct2":
+        from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
+        from kidwhisper.models.load import load_processor
+
+        processor = load_processor(config.model)
+        if config.adapter:
+            load_model(config.model, config.adapter, "cpu")  # fail early and clearly if the adapter does not fit
+        decoder = CT2Decoder(ct2_model_dir(config.model, config.adapter), processor, config.compute_type,
+                             "cuda" if config.device == "cuda" else "cpu")
+        return (lambda audios: decoder.decode_batch(audios, config.language, config.max_new_tokens,
+                                                    config.beam_size)), processor.tokenizer, \
+            f"ctranslate2 {config.compute_type}"
+    model, processor = load_model(config.model, config.adapter, config.device,
+                                  merge=True)  # merged LoRA decodes at base-model speed
+    return (lambda audios: decode_batch(model, processor, audios, config.language, config.max_new_tokens,
+                                        config.beam_size)), processor.tokenizer, str(next(model.parameters()).device)
+
+
+def _decode_remaining(config: EvalConfig, kept: list[Clip], samples: list[int], manifest: Path,
+                      done: dict[str, str], sink: _Sink, skipped: dict[str, list[str]]) -> _Run:
+    """Decode the batches not finished yet (batches of similar length, as :func:`kidwhisper.decode.
+    in_length_batches` makes them), reading each batch's audio when it is decoded; append each batch's lines."""
+    order = sorted(range(len(kept)), key=lambda i: samples[i])
+    batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
+    todo = [b for b in batches if not all(kept[i].id in done for i in b)]
+    run = _Run(device="not loaded (every clip was decoded before)")
+    if not todo:
+        return run
+    decode, tok, run.device = _decoder(config)
+    with tqdm(total=len(kept), initial=len(kept) - sum(map(len, todo)), desc="decoding", unit="clip",
+              disable=not config.progress) as bar:
+        for batch in todo:
+            clips, audios = _read_batch([kept[i] for i in batch], manifest, skipped)
+            t0 = time.perf_counter()
+            decoded = decode(audios) if audios else []
+            run.wall += time.perf_counter() - t0
+            run.audio_seconds += sum(len(a) for a in audios) / SAMPLE_RATE
+            run.n_decoded += len(decoded)
+            sink.append("".join(utterance_line(c, d, tok) + "\n" for c, d in zip(clips, decoded, strict=True)))
+            bar.update(len(batch))
+    return run
+
+
+def _read_batch(clips: list[Clip], manifest: Path, skipped: dict[str, list[str]]) -> tuple[list[Clip], list]:
+    """The clips of one batch whose audio decodes to samples, and their audio; the others are counted in
+    ``skipped`` (a file that broke after it was checked)."""
+    from kidwhisper.audio import AudioError, load_audio
+
+    kept, audios = [], []
+    for clip in clips:
+        path = audio_path(clip, manifest)
+        try:
+            audio = load_audio(path)
+        except AudioError as e:
+            if not path.exists():
+                raise
+            log.warning("skipped clip %s (%s): %s", clip.id, REASON_UNREADABLE_AUDIO, e)
+            skipped.setdefault(REASON_UNREADABLE_AUDIO, []).append(clip.id)
+            continue
+        if not len(audio):
+            log.warning("skipped clip %s (%s): %s holds no samples", clip.id, REASON_EMPTY_AUDIO, path)
+            skipped.setdefault(REASON_EMPTY_AUDIO, []).append(clip.id)
+            continue
+        kept.append(clip)
+        audios.append(audio)
+    return kept, audios
+
+
+def utterance_line(clip: Clip, d: Decoded, tokenizer) -> str:
+    """One utterances.jsonl line: the clip, its decoded text and scores; ``hyp_guarded`` only for a
+    hypothesis longer than its token budget (:func:`guard_budget`)."""
+    meta = {"id": clip.id, "speaker": clip.speaker, "age": clip.age, "gender": clip.gender,
+            "duration": clip.duration}
+    score = score_utterance(clip.text, d.text, clip.duration, d.n_tokens)
+    line = {**meta, "ref": clip.text, "hyp": d.text, "language": d.language, "n_tokens": d.n_tokens,
+            "truncated": d.truncated, **asdict(score)}
+    budget = guard_budget(clip.duration)
+    if d.n_tokens > budget:
+        line["hyp_guarded"] = tokenizer.decode(d.tokens[:budget], skip_special_tokens=True)
+    return json.dumps(line, ensure_ascii=False)
+
+
+def summarize_lines(lines: list[str]) -> dict:
+    """The summary of utterances.jsonl lines: WER, CIs, breakdowns, flags, the guarded WER, languages."""
+    items, guarded_items, n_cut, languages, n_truncated = [], [], 0, [], 0
+    for line in lines:
+        u = json.loads(line)
+        meta = {k: u[k] for k in ("id", "speaker", "age", "gender", "duration")}
+        items.append((meta, UtteranceScore.from_json(u)))
+        budget = guard_budget(u["duration"])
+        n_cut += u["n_tokens"] > budget
+        guarded_items.append((meta, score_utterance(u["ref"], u.get("hyp_guarded", u["hyp"]), u["duration"],
+                                                    min(u["n_tokens"], budget))))
+        languages.append(u["language"] or "none")
+        n_truncated += bool(u["truncated"])
+    summary = summarize(items)
+    guarded = summarize(guarded_items, breakdown_keys=())
+    summary["guarded"] = {
+        "rule": f"hypothesis cut to ceil({GUARD_TOKENS_PER_SECOND} tokens/s x duration + {GUARD_SLACK_TOKENS}) tokens",
+        "wer": guarded["wer"], "flags": guarded["flags"], "n_cut": n_cut,
+    }
+    head, cut = summary["wer"]["whisper"], summary["guarded"]
+    log.info("%d clips, %d speakers: WER %s (guarded %s, %d cut), %d hallucinations, %d skipped (empty reference)",
+             summary["n_utts"], summary["n_speakers"], _pct(head["wer"]), _pct(cut["wer"]["whisper"]["wer"]),
+             cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
+    summary["languages"] = _count(languages)
+    summary["n_truncated"] = n_truncated
+    return summary
+
+
+# ----------------------------------------------------------------------------------------- resuming
+def _read_lines(path: Path) -> dict[str, str]:
+    """id -> the last complete line of utterances.jsonl for that clip (a line cut short by a kill is ignored)."""
+    lines: dict[str, str] = {}
+    if not path.is_file():
+        return lines
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                lines[json.loads(line)["id"]] = line.rstrip("\n")
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return lines
+
+
+def _previous_utterances(out: Path, config: EvalConfig, resume: bool) -> dict[str, str]:
+    """The finished lines of an earlier evaluation in ``out`` to continue from: an interrupted one (no
+    summary.json) with the same options, or with ``resume`` a finished one too. ``resume`` with other
+    options is a ConfigError; without it, other options start over."""
+    saved_file = out / "eval_config.yaml"
+    if not saved_file.is_file() or not (out / UTTERANCES).is_file():
+        if resume:
+            log.info("--resume: no earlier evaluation in %s; starting one", out)
+        return {}
+    saved = read_config_file(saved_file)
+    diff = sorted(k for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
+    if diff and resume:
+        raise ConfigError(f"--resume: option(s) {diff} differ from {saved_file}; resume with the evaluation's own "
+                          f"options (or choose another --out)")
+    if diff:
+        log.warning("%s holds an evaluation with other options (%s): starting over", out, diff)
+        return {}
+    if (out / "summary.json").is_file() and not resume:
+        return {}
+    return _read_lines(out / UTTERANCES)
+
+
+def _check_done(done: dict[str, str], clips: list[Clip], manifest: Path) -> None:
+    """Finished lines must belong to the manifest's clips as they are now (same reference and duration)."""
+    by_id = {c.id: c for c in clips}
+    for i, line in done.items():
+        u, c = json.loads(line), by_id.get(i)
+        if c is None or u["ref"] != c.text or u["duration"] != c.duration:
+            raise ConfigError(f"{manifest}: clip {i} is not what the interrupted evaluation decoded (the manifest "
+                              f"changed); evaluate into another --out")
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Cut ``path`` after its last newline: a line a kill left half-written is dropped before appending."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        end = pos = f.tell()
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            f.seek(pos - step)
+            block = f.read(step)
+            if b"\n" in block:
+                pos = pos - step + block.rindex(b"\n") + 1
+                break
+            pos -= step
+    if pos < end:
+        with writing(path):
+            os.truncate(path, pos)
+
+
+class _Sink:
+    """Where the results go: ``out``, or, once a write there fails (a full disk), a new directory in the
+    system temp dir that takes every line written so far; :meth:`finish` then raises the first error
+    naming that directory."""
+
+    def __init__(self, out: Path):
+        self.out = self.dir = out
+        self.error: OutputError | None = None
+        self.config: EvalConfig | None = None
+
+    def start(self, config: EvalConfig, fresh: bool) -> None:
+        """eval_config.yaml, and unless continuing an empty utterances.jsonl; an old summary.json is removed
+        first, so ``out`` never pairs an old summary with new utterances."""
+        self.config = config
+        self._try(lambda d: self._start(d, fresh))
+
+    def _start(self, d: Path, fresh: bool) -> None:
+        with writing(d / "summary.json"):
+            (d / "summary.json").unlink(missing_ok=True)
+        save_config(self.config, d / "eval_config.yaml")
+        if fresh or not (d / UTTERANCES).exists():
+            atomic_write_text(d / UTTERANCES, "")
+        else:
+            _cut_torn_tail(d / UTTERANCES)
+
+    def append(self, text: str) -> None:
+        self._try(lambda d: append_text(d / UTTERANCES, text))
+
+    def finish(self, lines: list[str], summary: dict) -> None:
+        """utterances.jsonl in manifest order, then summary.json (written last: it marks a complete run)."""
+        text = "\n".join(lines) + "\n"
+        self._try(lambda d: atomic_write_text(d / UTTERANCES, text))
+        self._try(lambda d: atomic_write_text(d / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False)
+                                              + "\n"))
+        if self.error is not None:
+            e = self.error
+            raise type(e)(f"{e}. The finished decode of {len(lines)} clips is saved in {self.dir} (utterances.jsonl, "
+                          f"summary.json, eval_config.yaml): move it to {self.out} once there is space") from e
+
+    def _try(self, write) -> None:
+        try:
+            write(self.dir)
+        except OutputError as e:
+            if self.error is not None:
+                raise type(self.error)(f"{self.error}. The finished decode could not be saved elsewhere either "
+                                       f"({e})") from e
+            self.error = e
+            self._move()
+            write(self.dir)
+
+    def _move(self) -> None:
+        """Continue in a new temp directory with the config and the lines written so far."""
         try:
             kept = Path(tempfile.mkdtemp(prefix="kidwhisper-evaluate-"))
-            atomic_write_text(kept / "utterances.jsonl", files["utterances.jsonl"])
-            save_config(config, kept / "eval_config.yaml")
-            atomic_write_text(kept / "summary.json", files["summary.json"])
+            save_config(self.config, kept / "eval_config.yaml")
+            old = self.out / UTTERANCES
+            atomic_write_text(kept / UTTERANCES, old.read_text(encoding="utf-8") if old.is_file() else "")
         except (OSError, OutputError) as e2:
-            raise type(e)(f"{e}. The finished decode of {len(lines)} clips could not be saved elsewhere either "
-                          f"({e2})") from e
-        raise type(e)(f"{e}. The finished decode of {len(lines)} clips is saved in {kept} (utterances.jsonl, "
-                      f"summary.json, eval_config.yaml): move it to {out} once there is space") from e
+            raise type(self.error)(f"{self.error}. The finished decode could not be saved elsewhere either ({e2})") \
+                from self.error
+        self.dir = kept
 
 
 def _pct(x: float | None) -> str:
@@ -246,6 +465,6 @@ def format_summary(summary: dict) -> str:
     rows.append(("utterances (speakers)", f"{summary['n_utts']} ({summary['n_speakers']})", ""))
     for reason, n in summary.get("n_skipped", {}).items():
         rows.append((f"clips skipped ({reason})", str(n), ""))
-    rows.append(("real-time factor", f"{summary['rtf']:.3f}", ""))
+    rows.append(("real-time factor", "-" if summary["rtf"] is None else f"{summary['rtf']:.3f}", ""))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, width, strict=True)) for r in rows)

@@ -88,9 +88,10 @@ def test_windows_are_planned_for_the_slowest_speed():
                      5: "<|endoftext|>"}
             return [names.get(i, "x") for i in ids]
 
-    plain, _ = build_windows(texts, audios, Tok(), True, max_seconds=25.0)
+    plain, _ = build_windows(texts, [len(a) for a in audios], Tok(), True, max_seconds=25.0)
     assert [w.clips for w in plain] == [[0, 1]]  # 12 + 0.2 + 12 s fit in 25 s
-    stretched, _ = build_windows(texts, audios, Tok(), True, max_seconds=25.0, stretch=ClipAugment(0.1).stretch)
+    stretched, _ = build_windows(texts, [len(a) for a in audios], Tok(), True, max_seconds=25.0,
+                                 stretch=ClipAugment(0.1).stretch)
     assert sorted(w.clips for w in stretched) == [[0], [1]]  # 13.3 + 0.2 + 13.3 s would not
     assert stretched[0].spans == [(0.0, 12.0)]  # spans stay the unperturbed ones
 

@@ -91,11 +91,15 @@ def _tones(seconds: list[float]) -> list[np.ndarray]:
     return [np.full(int(round(s * 16000)), 0.1 * (k + 1), np.float32) for k, s in enumerate(seconds)]
 
 
+def _lengths(audios: list[np.ndarray]) -> list[int]:
+    return [len(a) for a in audios]
+
+
 def test_build_windows_packs_audio_and_joins_text(processor):
     seconds = [3.0, 4.5, 2.0, 31.0, 6.0, 10.0, 8.0]
     texts = ["WE CALL IT BEAR", "I LIKE APPLES", "YES", "TOO LONG", "", "MARK IS GOING", "ZERO THREE"]
     audios = _tones(seconds)
-    windows, skipped = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3)
+    windows, skipped = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=True, seed=3)
     assert skipped == {"empty transcript": [4], "longer than 30 s": [3]}
     assert sorted(i for w in windows for i in w.clips) == [0, 1, 2, 5, 6]
     for w in windows:
@@ -118,7 +122,7 @@ def test_build_windows_packs_audio_and_joins_text(processor):
             assert a == pytest.approx(start / 16000) and b - a == pytest.approx(len(audios[i]) / 16000)
             start += len(audios[i]) + 3200
         assert w.seconds == pytest.approx(w.spans[-1][1])
-    unpacked, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=False)
+    unpacked, _ = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=False)
     assert [w.clips for w in unpacked] == [[0], [1], [2], [5], [6]]
     assert all(w.clip_labels == [w.labels] for w in unpacked)
 
@@ -126,7 +130,7 @@ def test_build_windows_packs_audio_and_joins_text(processor):
 def test_build_windows_skips_clips_without_samples(processor):
     audios = _tones([2.0, 0.0, 3.0])
     for pack in (True, False):
-        windows, skipped = build_windows(["A B", "NO AUDIO", "C"], audios, processor.tokenizer, True, "en", pack=pack)
+        windows, skipped = build_windows(["A B", "NO AUDIO", "C"], _lengths(audios), processor.tokenizer, True, "en", pack=pack)
         assert skipped == {"empty audio (no samples)": [1]}
         assert sorted(i for w in windows for i in w.clips) == [0, 2]
 
@@ -134,7 +138,7 @@ def test_build_windows_skips_clips_without_samples(processor):
 def test_dataset_features_and_collator(processor):
     audios = _tones([2.0, 3.0, 1.0])
     tok = processor.tokenizer
-    windows, _ = build_windows(["A B", "C D E F G", "H"], audios, tok, True, "en", pack=False)
+    windows, _ = build_windows(["A B", "C D E F G", "H"], _lengths(audios), tok, True, "en", pack=False)
     ds = WindowDataset(windows, audios, processor.feature_extractor, 0.2)
     item = ds[1]
     assert item["input_features"].shape == (80, 3000) and item["labels"] == windows[1].labels
@@ -151,15 +155,16 @@ def test_dataset_features_and_collator(processor):
     assert batch["index"].tolist() == [0, 1, 2]
     # log-mels are computed once per window and reused (same array object the second time)...
     assert ds[1]["input_features"] is item["input_features"] and set(ds.cache) == {0, 1, 2}
-    # ...unless all windows do not fit in the cache budget: then computed every time, equal values
+    # ...up to the cache budget: the first windows computed are kept, the others recomputed (equal values)
     small = WindowDataset(windows, audios, processor.feature_extractor, 0.2, cache_bytes=2_000_000)
-    assert small.cache is None and np.array_equal(small[1]["input_features"], item["input_features"])
-    assert small[1]["input_features"] is not small[1]["input_features"]
+    assert [small[i]["input_features"] is small[i]["input_features"] for i in (2, 0, 1)] == [True, True, False]
+    assert set(small.cache) == {2, 0} and np.array_equal(small[1]["input_features"], item["input_features"])
+    assert WindowDataset(windows, audios, processor.feature_extractor, cache_bytes=0).cache is None
 
 
 def test_clipwise_items_and_batches(processor):
     audios = _tones([2.0, 3.0, 1.0])
-    windows, _ = build_windows(["A B", "C D E F G", "H"], audios, processor.tokenizer, True, "en", pack=True,
+    windows, _ = build_windows(["A B", "C D E F G", "H"], _lengths(audios), processor.tokenizer, True, "en", pack=True,
                                max_seconds=10.0)
     assert len(windows) == 1 and windows[0].clips == [0, 1, 2]
     ds = WindowDataset(windows, audios, processor.feature_extractor, 0.2, clipwise=True)
@@ -179,7 +184,7 @@ def test_loss_equals_hand_computed_cross_entropy(tiny_model_dir, processor):
 
     model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
     audios = _tones([2.0, 5.0])
-    windows, _ = build_windows(["WE CALL IT BEAR", "MARK IS GOING TO SEE ELEPHANT"], audios, processor.tokenizer,
+    windows, _ = build_windows(["WE CALL IT BEAR", "MARK IS GOING TO SEE ELEPHANT"], _lengths(audios), processor.tokenizer,
                                True, "en", pack=False)
     ds = WindowDataset(windows, audios, processor.feature_extractor)
     batch = Collator(EOT)([ds[0], ds[1]])
@@ -209,32 +214,94 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     assert spread < random_spread / 5  # batches hold similar lengths
 
 
-@pytest.mark.parametrize("n, batch_size, world", [(10, 3, 1), (10, 3, 2), (7, 2, 3), (1, 4, 2)])
-def test_rank_batches_shard_evenly(n, batch_size, world):
-    order = list(range(n))
+@pytest.mark.parametrize("n, batch_size, world", [(10, 3, 1), (10, 3, 2), (7, 2, 3), (1, 4, 2), (13, 4, 4)])
+def test_rank_batches_cover_every_window_exactly_once(n, batch_size, world):
+    order = list(np.random.default_rng(n).permutation(n))
     per_rank = [rank_batches(order, batch_size, world, r) for r in range(world)]
     assert len({len(b) for b in per_rank}) == 1  # every process runs the same number of steps
+    trained = [i for shards in per_rank for sh in shards if sh.weight > 0 for i in sh.windows]
+    assert sorted(trained) == list(range(n))  # every window once per epoch, none twice, none missed
     for step in range(len(per_rank[0])):
-        assert len({len(b[step]) for b in per_rank}) == 1
-    seen = [i for b in per_rank for batch in b for i in batch]
-    assert set(seen) == set(order) and len(seen) - n < world  # all windows, at most world-1 repeats
+        shards = [b[step] for b in per_rank]
+        assert len({tuple(sh.batch) for sh in shards}) == 1
+        assert [i for sh in shards if sh.weight > 0 for i in sh.windows] == shards[0].batch  # in batch order
+        assert max(len(sh.windows) for sh in shards) - min(len(sh.windows) for sh in shards) <= 1
+        # the weights make the mean over processes of each process's mean loss the mean over windows
+        assert sum(sh.weight for sh in shards) == pytest.approx(world)
+        for sh in shards:
+            assert sh.weight == pytest.approx(len(sh.windows) * world / len(sh.batch)) or (
+                sh.weight == 0 and sh.windows == sh.batch[:1])
     if world == 1:
-        assert [i for batch in per_rank[0] for i in batch] == order
+        assert [i for sh in per_rank[0] for i in sh.windows] == order
+        assert all(sh.weight == 1.0 for sh in per_rank[0])
+
+
+def test_rank_batches_split_even_batches_as_before():
+    """A global batch that divides evenly goes to the processes in consecutive blocks of equal size, weight 1."""
+    shards = [rank_batches(list(range(8)), 2, 2, r) for r in (0, 1)]
+    assert [[sh.windows for sh in s] for s in shards] == [[[0, 1], [4, 5]], [[2, 3], [6, 7]]]
+    assert all(sh.weight == 1.0 for s in shards for sh in s)
 
 
 def test_build_windows_single_fraction_gives_some_clips_their_own_window(processor):
     seconds = [3.0, 4.5, 2.0, 6.0, 10.0, 8.0, 2.5, 3.5, 1.0, 2.0]
     texts = [f"CLIP {k}" for k in range(len(seconds))]
     audios = _tones(seconds)
-    packed, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3)
-    mixed, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
+    packed, _ = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=True, seed=3)
+    mixed, _ = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
     assert all(len(w.clips) > 1 for w in packed[:-1])  # plain packing leaves at most the last window alone
     # 3 of 10 clips alone, listed first, the other 7 packed; every clip exactly once
     assert [len(w.clips) for w in mixed[:3]] == [1, 1, 1] and all(len(w.clips) > 1 for w in mixed[3:-1])
     assert sorted(i for w in mixed for i in w.clips) == list(range(10))
-    again, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
+    again, _ = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=True, seed=3, single_fraction=0.3)
     assert [w.clips for w in again] == [w.clips for w in mixed]  # seeded
-    alone, _ = build_windows(texts, audios, processor.tokenizer, True, "en", pack=True, single_fraction=1.0)
+    alone, _ = build_windows(texts, _lengths(audios), processor.tokenizer, True, "en", pack=True, single_fraction=1.0)
     assert sorted(w.clips for w in alone) == [[k] for k in range(10)]
     for w in mixed[:3]:
         assert processor.tokenizer.decode(w.labels, skip_special_tokens=True) == target_text(texts[w.clips[0]])
+
+
+@pytest.mark.parametrize("pack, speed", [(True, 0.0), (False, 0.0), (True, 0.1)])
+def test_streamed_windows_give_the_same_batches_as_audio_held_in_memory(processor, kids_manifests, pack, speed):
+    """Windows planned from file headers and clips read per window (in 0 or 2 DataLoader workers) give the
+    same windows and the same collated batches, epoch by epoch, as planning from and reading audio loaded
+    up front; with speed perturbation too (windows planned with its stretch, clips perturbed per epoch)."""
+    from kidwhisper.data.manifest import (
+        AudioFiles,
+        load_usable_audios,
+        probe_clips,
+        read_clip_table,
+        read_manifest,
+    )
+    from kidwhisper.train.augment import ClipAugment
+
+    manifest = kids_manifests[0]
+    augment = ClipAugment(speed, 0.0, seed=5)
+    opts = dict(pack=pack, max_seconds=25.0, seed=5, stretch=augment.stretch)
+    loaded = load_usable_audios(read_manifest(manifest), manifest)
+    in_memory, _ = build_windows([c.text for c in loaded.clips], _lengths(loaded.audios), processor.tokenizer,
+                                 True, "en", **opts)
+    table = read_clip_table(manifest)
+    probed = probe_clips(table.ids, table.paths, manifest)
+    streamed, _ = build_windows(table.select(probed.kept).texts, probed.samples, processor.tokenizer, True, "en",
+                                **opts)
+    assert [(w.clips, w.labels, w.spans) for w in streamed] == [(w.clips, w.labels, w.spans) for w in in_memory]
+    assert len(streamed) == (2 if pack else 12)
+    kw = dict(clipwise=pack, isolate=pack, augment=augment)
+    old = WindowDataset(in_memory, loaded.audios, processor.feature_extractor, **kw)
+    new = WindowDataset(streamed, AudioFiles(table.select(probed.kept).paths), processor.feature_extractor,
+                        cache_bytes=0, **kw)
+    collate = Collator(EOT)
+    for epoch in (0, 1):
+        old.epoch = new.epoch = epoch
+        shards = rank_batches(epoch_order(len(streamed), 5, epoch), 2)
+        expected = [collate([old[i] for i in sh.windows]) for sh in shards]
+        for workers in (0, 2):
+            loader = torch.utils.data.DataLoader(new, batch_sampler=[sh.windows for sh in shards], collate_fn=collate,
+                                                 num_workers=workers)
+            got = list(loader)
+            assert len(got) == len(expected)
+            for a, b in zip(got, expected, strict=True):
+                assert a.keys() == b.keys()
+                for k in a:
+                    assert torch.equal(a[k], b[k]), k

@@ -159,10 +159,10 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeyp
         if self.state["global_step"] == 3:
             shutil.copytree(Path(self.config.out) / "checkpoints" / "last", tmp_path / "step3")
 
-    def die_at_step_6(self, micro_batches):
+    def die_at_step_6(self, micro_batches, shards):
         if self.state["global_step"] == 5:
             raise Killed
-        return step(self, micro_batches)
+        return step(self, micro_batches, shards)
 
     monkeypatch.setattr(Trainer, "save_checkpoint", save_and_copy)
     monkeypatch.setattr(Trainer, "_step", die_at_step_6)
@@ -204,10 +204,10 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_in_a_moved_run_dir(
     killed = make_config("killed", **opts)
     step = Trainer._step
 
-    def die_at_step_6(self, micro_batches):
+    def die_at_step_6(self, micro_batches, shards):
         if self.state["global_step"] == 5:
             raise Killed
-        return step(self, micro_batches)
+        return step(self, micro_batches, shards)
 
     monkeypatch.setattr(Trainer, "_step", die_at_step_6)
     with pytest.raises(Killed):
@@ -349,22 +349,44 @@ def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, m
 
 
 WORKER = textwrap.dedent("""
+    import json
     import sys
     from safetensors.torch import save_file
     from kidwhisper.config import from_dict, read_config_file
+    from kidwhisper.train.batching import WindowDataset
     from kidwhisper.train.config import TrainConfig
     from kidwhisper.train.loop import Trainer
     from kidwhisper.train.strategies import trainable_state_dict
 
+    trained, read = [], []
+    step, getitem = Trainer._step, WindowDataset.__getitem__
+
+    def recording_step(self, micro_batches, shards):
+        trained.extend([i for sh in shards if sh.weight > 0 for i in sh.windows])
+        return step(self, micro_batches, shards)
+
+    def recording_getitem(self, i):
+        read.append(i)
+        return getitem(self, i)
+
+    Trainer._step, WindowDataset.__getitem__ = recording_step, recording_getitem
     trainer = Trainer(from_dict(TrainConfig, read_config_file(sys.argv[1])))
     trainer.fit()
     weights = trainable_state_dict(trainer.acc.unwrap_model(trainer.model))
     save_file({k: v.contiguous() for k, v in weights.items()}, f"{sys.argv[2]}{trainer.rank}.safetensors")
+    with open(f"{sys.argv[2]}{trainer.rank}.json", "w") as f:
+        json.dump({"trained": trained, "read": read}, f)
 """)
 
 
-def test_two_cpu_processes_end_with_identical_weights(make_config, tmp_path):
-    config = make_config("ddp", max_steps=3, eval_every=3)
+def test_two_cpu_processes_end_with_identical_weights_and_train_every_window_once(make_config, kids_manifests,
+                                                                                  tmp_path):
+    """11 unpacked windows, 1 per process per step: 6 steps, the last one with a window for rank 0 only (rank 1
+    runs a stand-in at weight 0). Over the epoch every window is trained exactly once, and each process reads
+    only the windows it trains (plus the stand-in)."""
+    train_manifest = tmp_path / "train11.jsonl"
+    train_manifest.write_text("\n".join(kids_manifests[0].read_text().splitlines()[:11]) + "\n")
+    config = make_config("ddp", train=str(train_manifest), pack=False, epochs=1, eval_every=6)
     cfg_file = tmp_path / "ddp.yaml"
     from kidwhisper.config import save_config
 
@@ -381,8 +403,14 @@ def test_two_cpu_processes_end_with_identical_weights(make_config, tmp_path):
         assert torch.equal(ranks[0][k], ranks[1][k])
     assert any(ranks[0][k].abs().sum() > 0 for k in ranks[0] if "lora_B" in k)  # it trained (B starts at 0)
     summary = json.loads((Path(config.out) / "summary.json").read_text())
-    assert summary["world_size"] == 2 and summary["windows_per_step"] == 2 and summary["steps"] == 3
+    assert summary["world_size"] == 2 and summary["windows_per_step"] == 2 and summary["steps"] == 6
+    assert summary["n_windows"] == 11 and summary["clips_per_s"] > 0
     assert (Path(config.out) / "checkpoints" / "last" / "rng_rank1.json").exists()
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert sorted(seen[0]["trained"] + seen[1]["trained"]) == list(range(11))  # each window once, none missed
+    assert [len(s["trained"]) for s in seen] == [6, 5]
+    assert set(seen[0]["read"]) == set(seen[0]["trained"])
+    assert set(seen[1]["read"]) - set(seen[1]["trained"]) <= set(seen[0]["trained"][-1:])  # the stand-in
 
 
 def _losses(config: TrainConfig) -> list[float]:

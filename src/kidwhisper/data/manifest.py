@@ -12,10 +12,9 @@ A line looks like::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kidwhisper.files import atomic_write_text  # also imported from here by other modules
+from kidwhisper.files import atomic_write_text, sha256_file  # atomic_write_text: also imported from here
 
 log = logging.getLogger(__name__)
 
@@ -82,24 +81,38 @@ def resolve_manifest_path(path: str | Path) -> Path:
     return p
 
 
-def read_manifest(path: str | Path) -> list[Clip]:
-    """Read a JSONL manifest (file or directory). Raises ManifestError naming the bad line."""
+def iter_manifest(path: str | Path, limit: int | None = None) -> Iterator[Clip]:
+    """The clips of a JSONL manifest (file or directory) one at a time, at most ``limit`` of them, without
+    holding the file or the clips in memory. Raises ManifestError naming a bad line, or listing duplicate
+    ids once the file (or the first ``limit`` clips) has been read."""
     p = resolve_manifest_path(path)
-    clips: list[Clip] = []
+    seen: set[str] = set()
+    dup: list[str] = []
+    n = 0
     with open(p, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
+            if limit is not None and n >= limit:
+                break
             if not line.strip():
                 continue
             try:
-                clips.append(Clip.from_json(json.loads(line)))
+                clip = Clip.from_json(json.loads(line))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
                 raise ManifestError(f"{p}:{lineno}: bad manifest line ({e!r}); each line must be a JSON "
                                     f"object with at least id, audio, duration, text") from e
-    ids = [c.id for c in clips]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-        raise ManifestError(f"{p}: duplicate clip ids {dup}; ids must be unique")
-    return clips
+            if clip.id in seen:
+                dup.append(clip.id)
+            seen.add(clip.id)
+            n += 1
+            yield clip
+    if dup:
+        raise ManifestError(f"{p}: duplicate clip ids {sorted(set(dup))[:5]}; ids must be unique")
+
+
+def read_manifest(path: str | Path, limit: int | None = None) -> list[Clip]:
+    """Read a JSONL manifest (file or directory), at most its first ``limit`` clips. Raises ManifestError
+    naming the bad line."""
+    return list(iter_manifest(path, limit))
 
 
 def audio_path(clip: Clip, manifest_path: str | Path) -> Path:
@@ -158,27 +171,44 @@ def _read_audios(clips: list[Clip], manifest_path: str | Path, progress: bool,
     return audios
 
 
+def _skip_reason(audio: np.ndarray | int | Exception) -> str | None:
+    """Why a clip (its audio, its number of samples, or the AudioError reading it raised) is not used."""
+    if isinstance(audio, Exception):
+        return REASON_UNREADABLE_AUDIO
+    return REASON_EMPTY_AUDIO if (audio if isinstance(audio, int) else len(audio)) == 0 else None
+
+
+def _note_skip(skipped: dict[str, list[str]], reason: str, clip_id: str, detail: object) -> None:
+    skipped.setdefault(reason, []).append(clip_id)
+    if len(skipped[reason]) <= _SHOWN_PER_REASON:
+        log.warning("skipped clip %s (%s): %s", clip_id, reason, detail)
+
+
+def log_skipped(skipped: dict[str, list[str]], manifest_path: str | Path, n_clips: int) -> None:
+    """One warning per skip reason with its count and the fix."""
+    for reason, ids in skipped.items():
+        log.warning("%s: skipped %d of %d clips (%s)%s; re-export or convert them, or remove them from the "
+                    "manifest", manifest_path, len(ids), n_clips, reason,
+                    f", e.g. {ids[:_SHOWN_PER_REASON]}" if len(ids) > _SHOWN_PER_REASON else "")
+
+
 def load_usable_audios(clips: list[Clip], manifest_path: str | Path, progress: bool = False,
                        workers: int = 4) -> LoadedClips:
     """Every clip's audio as 16 kHz mono float32, skipping (with a logged warning, counted by reason) the
     clips whose file is corrupt/undecodable or holds no samples: they are never decoded or trained on as
-    silence. A missing file raises AudioError naming it. Kept in memory: an hour of audio is about 230 MB.
+    silence. A missing file raises AudioError naming it. Kept in memory: an hour of audio is about 230 MB
+    (:func:`probe_clips` and :class:`AudioFiles` read clips when they are needed instead).
     """
     kept, audios, skipped = [], [], {}
     for clip, audio in zip(clips, _read_audios(clips, manifest_path, progress, workers), strict=True):
-        if isinstance(audio, Exception) or len(audio) == 0:
-            reason = REASON_UNREADABLE_AUDIO if isinstance(audio, Exception) else REASON_EMPTY_AUDIO
-            skipped.setdefault(reason, []).append(clip.id)
-            if len(skipped[reason]) <= _SHOWN_PER_REASON:
-                detail = audio if isinstance(audio, Exception) else f"{audio_path(clip, manifest_path)} holds no samples"
-                log.warning("skipped clip %s (%s): %s", clip.id, reason, detail)
+        reason = _skip_reason(audio)
+        if reason is not None:
+            detail = audio if isinstance(audio, Exception) else f"{audio_path(clip, manifest_path)} holds no samples"
+            _note_skip(skipped, reason, clip.id, detail)
             continue
         kept.append(clip)
         audios.append(audio)
-    for reason, ids in skipped.items():
-        log.warning("%s: skipped %d of %d clips (%s)%s; re-export or convert them, or remove them from the "
-                    "manifest", manifest_path, len(ids), len(clips), reason,
-                    f", e.g. {ids[:_SHOWN_PER_REASON]}" if len(ids) > _SHOWN_PER_REASON else "")
+    log_skipped(skipped, manifest_path, len(clips))
     return LoadedClips(kept, audios, skipped)
 
 
@@ -198,6 +228,119 @@ def load_clip_audios(clips: list[Clip], manifest_path: str | Path, progress: boo
     return audios  # type: ignore[return-value]
 
 
+@dataclass
+class ClipTable:
+    """The columns of a manifest that training needs, without per-clip objects (a few hundred bytes a
+    clip): ids, absolute audio paths and transcripts, in manifest order."""
+
+    ids: list[str]
+    paths: list[str]
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def select(self, keep: Sequence[int]) -> ClipTable:
+        return ClipTable([self.ids[i] for i in keep], [self.paths[i] for i in keep], [self.texts[i] for i in keep])
+
+
+def read_clip_table(path: str | Path) -> ClipTable:
+    """:class:`ClipTable` of a manifest (file or directory), read line by line."""
+    p = resolve_manifest_path(path)
+    table = ClipTable([], [], [])
+    for clip in iter_manifest(p):
+        table.ids.append(clip.id)
+        table.paths.append(str(audio_path(clip, p)))
+        table.texts.append(clip.text)
+    return table
+
+
+@dataclass
+class ProbedClips:
+    """Which clips are usable and how long each is, learnt without keeping any audio."""
+
+    kept: list[int]  # indices (into the probed clips) of the clips with decodable, non-empty audio
+    samples: list[int]  # 16 kHz samples of each kept clip, in the order of ``kept``
+    skipped: dict[str, list[str]]  # reason -> ids of the skipped clips, in manifest order
+
+    @property
+    def n_skipped(self) -> dict[str, int]:
+        return {reason: len(ids) for reason, ids in self.skipped.items()}
+
+
+PROBE_CHUNK = 1024  # clips handed to the thread pool at a time (bounds the queued futures)
+
+
+def clip_samples(path: str | Path) -> int:
+    """Number of samples of a clip's audio as :func:`kidwhisper.audio.load_audio` returns it: from the file
+    header for a 16 kHz file libsndfile opens (nothing decoded), else by decoding it (and freeing it)."""
+    import soundfile as sf
+
+    from kidwhisper.audio import SAMPLE_RATE, AudioError, load_audio
+
+    try:
+        info = sf.info(str(path))
+        if info.samplerate == SAMPLE_RATE and info.frames >= 0:
+            return int(info.frames)
+    except (RuntimeError, sf.LibsndfileError, TypeError, ValueError):
+        if not Path(path).exists():
+            raise AudioError(f"{path}: audio file not found; check the path (relative paths are resolved "
+                             f"against the data directory or manifest)") from None
+    return len(load_audio(path))
+
+
+def probe_clips(ids: Sequence[str], paths: Sequence[str | Path], manifest_path: str | Path,
+                progress: bool = False, workers: int = 4) -> ProbedClips:
+    """Length of every clip (:func:`clip_samples`, with a small thread pool), skipping like
+    :func:`load_usable_audios` (logged, counted by reason) the clips whose audio is unreadable or empty.
+    Memory does not grow with the audio: only one integer per clip is kept. A missing file raises."""
+    from tqdm.auto import tqdm
+
+    from kidwhisper.audio import AudioError
+
+    def one(path: str | Path) -> int | Exception:
+        try:
+            return clip_samples(path)
+        except AudioError as e:
+            if not Path(path).exists():
+                raise
+            return e
+
+    kept, samples, skipped = [], [], {}
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(paths), desc="checking audio", unit="clip", disable=not progress) as bar:
+        for start in range(0, len(paths), PROBE_CHUNK):
+            chunk = paths[start : start + PROBE_CHUNK]
+            for k, n in enumerate(pool.map(one, chunk), start):
+                reason = _skip_reason(n)
+                if reason is None:
+                    kept.append(k)
+                    samples.append(n)
+                else:
+                    _note_skip(skipped, reason, ids[k], n if isinstance(n, Exception) else f"{paths[k]} holds no samples")
+            bar.update(len(chunk))
+    log_skipped(skipped, manifest_path, len(paths))
+    return ProbedClips(kept, samples, skipped)
+
+
+class AudioFiles(Sequence):
+    """Clips' audio read from their files on access (``files[i]`` -> 16 kHz mono float32): a drop-in for a
+    list of arrays that holds only the paths. A file that no longer decodes raises AudioError naming it."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):  # noqa: ANN001 - Sequence protocol
+        from kidwhisper.audio import load_audio
+
+        if isinstance(i, slice):
+            return [load_audio(p) for p in self.paths[i]]
+        return load_audio(self.paths[i])
+
+
 def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
     """Write clips as JSONL atomically. Returns the path written."""
     text = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in clips)
@@ -206,5 +349,5 @@ def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
 
 
 def manifest_hash(path: str | Path) -> str:
-    """sha256 of the manifest file's bytes (recorded with every result)."""
-    return hashlib.sha256(resolve_manifest_path(path).read_bytes()).hexdigest()
+    """sha256 of the manifest file's bytes (recorded with every result), read in blocks."""
+    return sha256_file(resolve_manifest_path(path))

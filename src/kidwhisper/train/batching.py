@@ -33,14 +33,17 @@ case: lower case, first letter capitalised, the pronoun ``I`` (and I'm, I'll ...
 punctuation added (a prompt does not tell a statement from a question). The normalized WER does not
 depend on this choice.
 
-**Log-mels** of a window are computed on first use and kept in memory when all windows fit in
-:data:`FEATURE_CACHE_BYTES` (131 packed windows of the 1040 kids-train clips take 126 MB), so later
-epochs skip the feature extraction.
+**Audio and log-mels.** Windows are planned from clip lengths alone; :class:`WindowDataset` reads a window's
+clips from their files (:class:`kidwhisper.data.manifest.AudioFiles`) when the window is trained, in the
+DataLoader's worker processes when there are any, and frees them afterwards, so memory does not grow with
+the corpus. Log-mels are computed per window; in the main process (no workers, no augmentation) the first
+windows' log-mels are kept until :data:`FEATURE_CACHE_BYTES` is full and the others are recomputed every
+epoch, which gives the same values.
 
 **Batches.** :func:`epoch_order` shuffles windows per epoch from (seed, epoch) alone, so a resumed run sees
 the same order; in unpacked mode it groups clips of similar label length (less decoder padding).
-:func:`rank_batches` shards an epoch over processes like ``DistributedSampler`` (padding by wrap-around so
-every process runs the same number of steps).
+:func:`rank_batches` shards an epoch over processes, every window exactly once (see there), and each process
+reads only its own windows' audio.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ MAX_LABEL_TOKENS = 440  # per window, prompt and <|endoftext|> included; Whisper
 LABEL_TOKEN_MARGIN = 8  # joined-text tokenization may differ slightly from the sum of per-clip counts
 IGNORE_INDEX = -100  # targets with this value do not count in the loss
 MEGABATCH = 50  # length grouping sorts within chunks of 50 batches, then shuffles the batches
-FEATURE_CACHE_BYTES = 2 * 2**30  # log-mels of all windows are kept in memory if they fit in 2 GiB
+FEATURE_CACHE_BYTES = 256 * 2**20  # at most 256 MiB of log-mels kept in memory (0.96 MB a window)
 _EPS = 1e-6  # seconds of float slack when comparing durations
 
 _PRONOUN_I = re.compile(r"\bi\b")
@@ -143,12 +146,12 @@ class Window:
     spans: list[tuple[float, float]]  # (start, end) seconds of each clip in the window
 
 
-def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multilingual: bool, language: str = "en",
+def build_windows(texts: list[str], samples: Sequence[int], tokenizer, multilingual: bool, language: str = "en",
                   pack: bool = True, max_seconds: float = 30.0, gap: float = 0.2, seed: int = 0,
                   single_fraction: float = 0.0, stretch: float = 1.0) -> tuple[list[Window], dict[str, list[int]]]:
     """Windows for training and the clip indices skipped by reason (never dropped silently).
 
-    With ``pack``, a seeded ``single_fraction`` of the kept clips get a window of their own (listed
+    Planned from each clip's length in 16 kHz ``samples`` alone (no audio is needed). With ``pack``, a seeded ``single_fraction`` of the kept clips get a window of their own (listed
     first) and the rest are packed; without it every clip is alone anyway. ``stretch`` (>= 1) plans for
     clips that augmentation may lengthen by that factor (:attr:`kidwhisper.train.augment.ClipAugment.stretch`):
     windows and the length limit use the stretched durations; a window's ``spans`` stay the unstretched ones.
@@ -157,7 +160,7 @@ def build_windows(texts: list[str], audios: list[np.ndarray], tokenizer, multili
     budget = MAX_LABEL_TOKENS - prefix - 1 - LABEL_TOKEN_MARGIN
     targets = [target_text(t) for t in texts]
     counts = [text_token_count(tokenizer, t) for t in targets]
-    durations = [len(a) / SAMPLE_RATE for a in audios]
+    durations = [n / SAMPLE_RATE for n in samples]
     planned = [d * stretch for d in durations]
     limit = max_seconds if pack else N_SAMPLES / SAMPLE_RATE
     skipped: dict[str, list[int]] = {REASON_EMPTY_AUDIO: [], "empty transcript": [], f"longer than {limit:g} s": [],
@@ -219,12 +222,15 @@ class WindowDataset(torch.utils.data.Dataset):
     """Window ``i`` -> {"index", "labels", and unless ``with_features=False`` "input_features" [80, 3000];
     with ``clipwise`` also "clip_labels" and "frames" (:func:`kidwhisper.train.clipwise.clip_frames`)}.
 
+    ``audios[j]`` is clip ``j``'s waveform: a list of arrays, or :class:`kidwhisper.data.manifest.AudioFiles`
+    that reads it from its file on access.
+
     With ``augment`` (:class:`kidwhisper.train.augment.ClipAugment`) every clip is perturbed for the current
     :attr:`epoch` before it is joined into its window, the clip spans follow the perturbed durations, and
     log-mels are computed anew every time (no cache).
     """
 
-    def __init__(self, windows: list[Window], audios: list[np.ndarray], feature_extractor, gap: float = 0.2,
+    def __init__(self, windows: list[Window], audios: Sequence[np.ndarray], feature_extractor, gap: float = 0.2,
                  with_features: bool = True, clipwise: bool = False, isolate: bool = False,
                  cache_bytes: int = FEATURE_CACHE_BYTES, augment=None):
         self.windows = windows
@@ -236,10 +242,11 @@ class WindowDataset(torch.utils.data.Dataset):
         self.isolate = isolate
         self.augment = augment if augment is not None and augment.active else None
         self.epoch = 0  # set by the training loop before each epoch's DataLoader is made
-        # Log-mels are computed once per window and kept (every epoch after the first reuses them) when all
-        # windows fit in ``cache_bytes`` (80 mel bins x 3000 frames of float32 = 0.96 MB a window).
+        # Log-mels of the first windows computed are kept (80 mel bins x 3000 frames of float32 = 0.96 MB a
+        # window) up to ``cache_bytes``; the others are recomputed each time. None: no cache at all.
+        self.cache_windows = cache_bytes // (feature_extractor.feature_size * N_FRAMES * 4)
         self.cache: dict[int, np.ndarray] | None = (
-            {} if with_features and self.augment is None and len(windows) * feature_extractor.feature_size * N_FRAMES * 4 <= cache_bytes else None)
+            {} if with_features and self.augment is None and self.cache_windows > 0 else None)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -250,7 +257,7 @@ class WindowDataset(torch.utils.data.Dataset):
         if wave is None:
             wave = window_audio(self.audios, self.windows[i].clips, self.gap)
         feats = self.feature_extractor(wave, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features[0]
-        if self.cache is not None:
+        if self.cache is not None and len(self.cache) < self.cache_windows:
             self.cache[i] = feats
         return feats
 
@@ -321,17 +328,24 @@ def epoch_order(n: int, seed: int, epoch: int, lengths: Sequence[int] | None = N
     return [i for b in (batches[j] for j in rng.permutation(len(batches)).tolist()) for i in b]
 
 
-def rank_batches(order: list[int], batch_size: int, world_size: int = 1, rank: int = 0) -> list[list[int]]:
-    """This process's batches of one epoch: global batches of ``batch_size * world_size`` windows, each
-    split evenly over the processes; the order is padded by wrap-around to a multiple of ``world_size``."""
-    order = list(order)
-    if world_size > 1 and len(order) % world_size:
-        need = world_size - len(order) % world_size
-        order += (order * (need // max(len(order), 1) + 1))[:need]
-    batches = []
-    step = batch_size * world_size
-    for s in range(0, len(order), step):
-        chunk = order[s : s + step]
-        k = len(chunk) // world_size
-        batches.append(chunk[rank * k : (rank + 1) * k])
-    return batches
+@dataclass
+class Shard:
+    """One process's part of one global batch."""
+
+    windows: list[int]  # the windows this process trains (the batch's first one, weight 0, if none is left)
+    weight: float  # its loss factor: its windows x world size / the batch's windows (1.0 for an even share)
+    batch: list[int]  # the global batch: every process's windows
+
+
+def rank_batches(order: list[int], batch_size: int, world_size: int = 1, rank: int = 0) -> list[Shard]:
+    """This process's shards of one epoch: global batches of ``batch_size * world_size`` windows, each split
+    over the processes as evenly as possible (sizes differ by at most one), so every window is trained
+    exactly once per epoch. Every process runs the same number of steps: one left without a window in the
+    last batch runs a stand-in window at weight 0. Weighting each process's mean loss by its share makes
+    the average over processes the mean over the batch's windows."""
+    shards = []
+    for s in range(0, len(order), batch_size * world_size):
+        batch = list(order[s : s + batch_size * world_size])
+        mine = [int(i) for i in np.array_split(np.asarray(batch), world_size)[rank]]
+        shards.append(Shard(mine or batch[:1], len(mine) * world_size / len(batch), batch))
+    return shards

@@ -142,7 +142,7 @@ class TrainConfig:
     patience: int | None = 3  # evaluations without a dev-WER improvement before stopping; None = never stop early
     dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
     language: str = "en"  # the language trained on and forced when decoding dev
-    num_workers: int = 0  # DataLoader worker processes computing log-mel features
+    num_workers: int | None = None  # clip-reading DataLoader processes; None = 0 on CPU, up to 4 per process on a GPU
     report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: loss, lr, dev WER -> RUN_DIR/tensorboard/ (tensorboard extra)
     progress: bool = True  # show tqdm progress bars
 
@@ -196,7 +196,7 @@ class TrainConfig:
             raise ConfigError(f"`--speed-perturb` must be in [0, 0.5) (0.1 means speeds 0.9-1.1); got {self.speed_perturb}")
         if not 0 <= self.pitch_perturb <= 12:
             raise ConfigError(f"`--pitch-perturb` must be in [0, 12] semitones; got {self.pitch_perturb}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
         if self.report_to not in REPORT_TO:
             raise ConfigError(f"`--report-to` must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")

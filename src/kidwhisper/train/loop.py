@@ -9,7 +9,13 @@ decodes while the others wait), with early stopping after ``patience`` evaluatio
 The loss is the mean token cross-entropy of ``targets = labels[1:]`` given ``decoder_input_ids =
 labels[:-1]`` (:mod:`kidwhisper.train.batching`), computed here from the logits. Frozen-encoder strategies
 (``decoder``, ``lora-decoder``) compute each window's encoder output once and reuse it every epoch
-(unless SpecAugment is on, which changes the encoder input every time).
+(unless SpecAugment is on, which changes the encoder input every time), for as many windows as fit in
+:data:`ENCODER_CACHE_BYTES`; the others are recomputed each time.
+
+Training data streams: windows are planned from clip lengths read from the file headers, each process
+reads only the audio of its own share of each batch (:func:`kidwhisper.train.batching.rank_batches`), in
+DataLoader workers when ``num_workers`` > 0, so memory does not grow with the corpus; the dev audio (small)
+is loaded once by the main process.
 
 Run directory::
 
@@ -62,7 +68,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kidwhisper.config import ConfigError, package_versions, save_config
-from kidwhisper.data.manifest import load_usable_audios, manifest_hash, read_manifest, resolve_manifest_path
+from kidwhisper.data.manifest import (
+    AudioFiles,
+    load_usable_audios,
+    manifest_hash,
+    probe_clips,
+    read_clip_table,
+    read_manifest,
+    resolve_manifest_path,
+)
 from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.files import append_text, atomic_write_bytes, atomic_write_text, check_output_dir, writing
 from kidwhisper.models.load import check_language, load_model, resolve_device
@@ -125,6 +139,20 @@ def check_tracker(report_to: str) -> None:
         if not is_tensorboard_available():
             raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install "
                               "'kidwhisper[tensorboard]' (or pip install tensorboard), or pass --report-to none")
+
+
+ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
+
+
+def resolve_num_workers(num_workers: int | None, device: torch.device, world_size: int = 1) -> int:
+    """``--num-workers``, or for None: 0 on CPU (training uses every core; reading and log-mels take a few
+    percent of a step) and on an accelerator up to 4 per process from the cores this process may use."""
+    if num_workers is not None:
+        return num_workers
+    if device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(4, cores // world_size - 1))
 
 
 def cpu_bf16_supported() -> bool:
@@ -252,34 +280,32 @@ class Trainer:
         self.ckpt = ckpt_io.load_usable(self.out, self.acc.process_index)
 
     def _load_data(self, tokenizer, multilingual: bool) -> None:
+        """Plan the training windows from clip lengths (file headers; no audio is kept) and load the dev audio."""
         c = self.config
         train_manifest = resolve_manifest_path(c.train)
-        clips = read_manifest(train_manifest)
-        if not clips:
+        table = read_clip_table(train_manifest)
+        if not len(table):
             raise ConfigError(f"--train {c.train}: the manifest has no clips")
-        loaded = load_usable_audios(clips, train_manifest, c.progress and self.acc.is_main_process)
-        clips, audios = loaded.clips, loaded.audios  # clips with corrupt or empty audio are never trained on
+        probed = probe_clips(table.ids, table.paths, train_manifest, c.progress and self.acc.is_main_process)
+        table = table.select(probed.kept)  # clips with corrupt or empty audio are never trained on
         augment = ClipAugment(c.speed_perturb, c.pitch_perturb, c.seed)
-        self.windows, skipped = batching.build_windows([cl.text for cl in clips], audios, tokenizer, multilingual,
+        self.windows, skipped = batching.build_windows(table.texts, probed.samples, tokenizer, multilingual,
                                               c.language, c.pack, c.pack_seconds, c.pack_gap, c.seed,
                                               c.pack_single, augment.stretch)
         for reason, idx in skipped.items():
             self.log.warning("skipped %d training clips (%s), e.g. %s", len(idx), reason,
-                             [clips[i].id for i in idx[:5]])
-        self.n_skipped = loaded.n_skipped | {k: len(v) for k, v in skipped.items()}
+                             [table.ids[i] for i in idx[:5]])
+        self.n_skipped = probed.n_skipped | {k: len(v) for k, v in skipped.items()}
         if not self.windows:
             raise ConfigError(f"--train {c.train}: no usable training clip (skipped: {self.n_skipped})")
         self.n_clips = sum(len(w.clips) for w in self.windows)
-        self.dataset = WindowDataset(self.windows, audios, self.processor.feature_extractor, c.pack_gap,
-                                     with_features=not self.cache_encoder,
+        self.num_workers = resolve_num_workers(c.num_workers, self.acc.device, self.acc.num_processes)
+        self.dataset = WindowDataset(self.windows, AudioFiles(table.paths), self.processor.feature_extractor,
+                                     c.pack_gap, with_features=not self.cache_encoder,
                                      clipwise=c.pack and c.pack_mode in ("isolated", "clips"),
-                                     isolate=c.pack and c.pack_mode == "isolated", augment=augment)
-        if augment.active:
-            self.log.info("augmenting training clips: speed x%.2f-%.2f, pitch +-%.1f semitones (log-mels "
-                          "computed every epoch)", 1 - c.speed_perturb, 1 + c.speed_perturb, c.pitch_perturb)
-        fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
-        self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
-                      len(self.windows), self.n_clips / len(self.windows), 100 * fill)
+                                     isolate=c.pack and c.pack_mode == "isolated", augment=augment,
+                                     cache_bytes=0 if self.num_workers else batching.FEATURE_CACHE_BYTES)
+        self._log_data_plan(augment)
         self.dev_refs, self.dev_audios = [], []
         dev_manifest = resolve_manifest_path(c.dev)
         dev = read_manifest(dev_manifest)
@@ -294,6 +320,24 @@ class Trainer:
             self.dev_audios, self.n_dev, self.n_skipped_dev = loaded.audios, len(loaded.clips), loaded.n_skipped
         self.hashes = {"train_manifest_sha256": manifest_hash(train_manifest),
                        "dev_manifest_sha256": manifest_hash(dev_manifest)}
+
+    def _log_data_plan(self, augment: ClipAugment) -> None:
+        c, ds = self.config, self.dataset
+        if augment.active:
+            self.log.info("augmenting training clips: speed x%.2f-%.2f, pitch +-%.1f semitones", 1 - c.speed_perturb,
+                          1 + c.speed_perturb, c.pitch_perturb)
+        where = f"in {self.num_workers} DataLoader worker process(es)" if self.num_workers else "in the main process"
+        if self.cache_encoder:
+            cached = "encoder outputs cached instead (see below)"
+        elif ds.cache is None:
+            cached = "not cached (computed for every step)"
+        else:
+            cached = f"the first {min(ds.cache_windows, len(self.windows))} windows' cached in memory (cap " \
+                     f"{batching.FEATURE_CACHE_BYTES / 2**20:.0f} MiB), the others recomputed every epoch"
+        self.log.info("training audio read from the clip files per window %s; log-mels %s", where, cached)
+        fill = np.mean([w.seconds for w in self.windows]) / c.pack_seconds
+        self.log.info("%d training clips in %d windows (%.2f clips/window, windows %.0f %% full)", self.n_clips,
+                      len(self.windows), self.n_clips / len(self.windows), 100 * fill)
 
     def _setup(self) -> None:
         from accelerate.utils import set_seed
@@ -324,6 +368,7 @@ class Trainer:
         if c.frozen_encoder and not self.cache_encoder:
             self.log.info("augmentation changes the encoder input every step: encoder outputs are not cached")
         self.cache: dict[int, torch.Tensor] = {}
+        self.cache_room: int | None = None  # windows the encoder cache may hold, set from the first output
         self._load_data(self.processor.tokenizer, self.multilingual)
 
         self.world, self.rank = acc.num_processes, acc.process_index
@@ -393,7 +438,9 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- training
     def _encoder_states(self, index: torch.Tensor) -> torch.Tensor:
-        """Cached encoder outputs of windows ``index`` (computed in eval mode on first use)."""
+        """Encoder outputs of windows ``index``, computed in eval mode on first use and kept while the cache
+        holds less than :data:`ENCODER_CACHE_BYTES`; the other windows' are recomputed (the same values)."""
+        fresh: dict[int, torch.Tensor] = {}
         missing = [i for i in index.tolist() if i not in self.cache]
         if missing:
             encoder = base_model(self.acc.unwrap_model(self.model)).model.encoder
@@ -411,8 +458,15 @@ class Trainer:
                 hidden = encoder(feats).last_hidden_state
             encoder.train(was_training)
             for i, h in zip(missing, hidden, strict=True):
-                self.cache[i] = h.detach().to("cpu", copy=True)
-        return torch.stack([self.cache[i] for i in index.tolist()]).to(self.acc.device)
+                fresh[i] = h.detach().to("cpu", copy=True)
+                if self.cache_room is None:
+                    self.cache_room = max(ENCODER_CACHE_BYTES // (h.numel() * h.element_size()), 0)
+                    self.log.info("encoder outputs: %s", "all windows cached in memory" if self.cache_room >= len(
+                        self.windows) else f"{self.cache_room} of {len(self.windows)} windows cached in memory (cap "
+                        f"{ENCODER_CACHE_BYTES / 2**20:.0f} MiB), the others recomputed every step")
+                if len(self.cache) < self.cache_room:
+                    self.cache[i] = fresh[i]
+        return torch.stack([self.cache.get(i, fresh.get(i)) for i in index.tolist()]).to(self.acc.device)
 
     def _forward(self, batch: dict) -> torch.Tensor:
         device = self.acc.device
@@ -441,20 +495,21 @@ class Trainer:
                                                       batch["encoder_positions"].to(device)))
         return hooks
 
-    def _step(self, micro_batches: list[dict]) -> float:
-        """One optimizer step over ``micro_batches`` (gradient accumulation); returns the mean loss."""
+    def _step(self, micro_batches: list[dict], shards: list[batching.Shard]) -> float:
+        """One optimizer step over ``micro_batches`` (gradient accumulation), each this process's part of a
+        global batch (``shards``, which weight the losses); returns the mean loss."""
         self.model.train()
         total = 0.0
         n = len(micro_batches)
-        for j, batch in enumerate(micro_batches):
+        for j, (batch, shard) in enumerate(zip(micro_batches, shards, strict=True)):
             ctx = self.acc.no_sync(self.model) if j < n - 1 else contextlib.nullcontext()
             with ctx, self._pack_hooks(batch):
                 with self.acc.autocast():
                     loss = self._forward(batch)
-                self.acc.backward(loss / n)
-            total += loss.item()
-            self.state["windows_seen"] += len(batch["index"]) * self.world
-            self.state["clips_seen"] += sum(len(self.windows[i].clips) for i in batch["index"].tolist()) * self.world
+                self.acc.backward(loss * shard.weight / n)
+            total += loss.item() * shard.weight
+            self.state["windows_seen"] += len(shard.batch)
+            self.state["clips_seen"] += sum(len(self.windows[i].clips) for i in shard.batch)
         self.acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         self.optimizer.step()
@@ -504,17 +559,17 @@ class Trainer:
                 s.update(epoch=epoch, step_in_epoch=0, order=epoch_order(
                     len(self.windows), c.seed, epoch, None if c.pack else [len(w.labels) for w in self.windows],
                     c.batch_size * self.world))
-            batches = rank_batches(s["order"], c.batch_size, self.world, self.rank)
-            groups = [batches[i : i + c.grad_accum] for i in range(0, len(batches), c.grad_accum)]
-            start = s["step_in_epoch"]
+            shards = rank_batches(s["order"], c.batch_size, self.world, self.rank)
+            groups = [shards[i : i + c.grad_accum] for i in range(0, len(shards), c.grad_accum)]
+            start = s["step_in_epoch"]  # a resumed epoch reads only the windows of the steps still to run
             self.dataset.epoch = epoch
             loader = torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=[b for g in groups[start:] for b in g], collate_fn=collate,
-                num_workers=c.num_workers, generator=torch.Generator().manual_seed(c.seed))
+                self.dataset, batch_sampler=[sh.windows for g in groups[start:] for sh in g], collate_fn=collate,
+                num_workers=self.num_workers, generator=torch.Generator().manual_seed(c.seed))
             it = iter(loader)
             for k in range(start, len(groups)):
                 t0 = time.perf_counter()
-                loss = self._step([next(it) for _ in groups[k]])
+                loss = self._step([next(it) for _ in groups[k]], groups[k])
                 t_train += time.perf_counter() - t0
                 s["global_step"] += 1
                 s["step_in_epoch"] = k + 1
