@@ -46,3 +46,5 @@ for cfg in configs/ablation/*.yaml; do
 done
 python results/strip_references.py results  # the corpus transcripts stay out of the repository
 python results/ablation.py
+# The committed adapter's model card (README.md) from the results above; tests/test_model_card.py checks it.
+kidwhisper model-card models/whisper-base-kids results/ablation/lora-isolated results/baseline/whisper-base-en -q

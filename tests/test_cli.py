@@ -174,3 +174,38 @@ def test_language_is_rejected_before_the_model_loads(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ("kidwhisper transcribe: error: --language xx: whisper-tiny.en is an "
                                                "English-only model; use --language en (or a multilingual model such "
                                                "as whisper-base)")
+
+
+def test_known_library_warnings_do_not_reach_the_user(tiny_model_dir, kids_manifest, tmp_path):
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model (evaluating an
+    adapter does): the CLI hides that one warning, and shows it again with -v."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir)
+    get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "adapter")
+
+    def evaluate(flag: str):
+        return run("evaluate", "--model", str(tiny_model_dir), "--adapter", str(tmp_path / "adapter"), "--data",
+                   str(kids_manifest), "--limit", "1", "--out", str(tmp_path / flag), flag)
+
+    quiet = evaluate("-q")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "Warning" not in quiet.stderr, quiet.stderr[-2000:]
+    verbose = evaluate("-v")
+    assert verbose.returncode == 0 and "FutureWarning: `is_gradient_checkpointing` is deprecated" in verbose.stderr
+
+
+def test_prepare_cli_prints_the_report_summary(kids_test_clips, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for utt, path, text in kids_test_clips[:3]:
+        (corpus / f"{utt}.flac").write_bytes(path.read_bytes())
+        (corpus / f"{utt}.txt").write_text(text + "\n")
+    r = run("prepare", str(corpus), str(tmp_path / "out"), "-q", "--jobs", "1")
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = json.loads(r.stdout)
+    report = json.loads((tmp_path / "out" / "prepare_report.json").read_text())
+    assert printed == {"input": report["input"], "kept": 3, "skipped": 0, "minutes": report["duration"]["minutes"],
+                       "speakers": report["speakers"]["count"], "manifest": str(tmp_path / "out" / "manifest.jsonl"),
+                       "report": str(tmp_path / "out" / "prepare_report.json")}

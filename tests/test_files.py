@@ -77,3 +77,27 @@ def test_errors_are_translated_by_errno_or_message(tmp_path):
 def test_sha256_of_a_file(tmp_path):
     write_bytes(tmp_path / "a", b"abc")
     assert sha256_file(tmp_path / "a") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+def test_written_files_and_dirs_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import os
+    import stat
+
+    from kidwhisper.files import atomic_write_bytes, current_umask, temp_dir
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        atomic_write_text(tmp_path / "new.json", "{}")
+        (tmp_path / "old.json").write_text("old")
+        os.chmod(tmp_path / "old.json", 0o600)
+        atomic_write_bytes(tmp_path / "old.json", b"new", fsync=False)  # a replaced file: the new file's mode
+        write_bytes(tmp_path / "plain.bin", b"x")
+        append_text(tmp_path / "log.jsonl", "{}\n")
+        made = temp_dir(".export.", tmp_path)
+    finally:
+        os.umask(old)
+    for name in ("new.json", "old.json", "plain.bin", "log.jsonl"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
+    assert stat.S_IMODE(made.stat().st_mode) == dir_mode and made.name.endswith(".tmp")

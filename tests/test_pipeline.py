@@ -40,6 +40,10 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
     for row in rows:  # both configurations, each with its kids-test WER as the comparison table has it
         assert f"| {row['configuration']} | kids-test | {row['n_utts']} (" in report
         assert f"| {float(row['wer_pct']):.1f} |" in report
+    assert "**Small test sets.** These results come from small subsets (kids-test: 3 clips;" in r.stdout
+    card = (out / "run" / "adapter" / "README.md").read_text()  # the model card, with the test results
+    assert "model-index:" in card and "name: speechocean762 kids-test (3 clips" in card
+    assert "No test evaluation yet" not in card
     # A second run finds every step done and changes nothing.
     before = (out / "run" / "summary.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

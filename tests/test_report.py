@@ -342,3 +342,30 @@ def test_paired_differences_against_the_baseline(tmp_path, caplog):
     assert float(r["wer_diff_pct"]) == pytest.approx(-100 * fewer, abs=0.01)
     assert float(r["wer_diff_ci_low_pct"]) < float(r["wer_diff_pct"]) < float(r["wer_diff_ci_high_pct"]) < 0
     assert rows[("whisper-base (en)", "kids-test")]["wer_diff_pct"] == ""
+
+
+def test_small_test_sets_get_a_caveat_pointing_to_the_reference_numbers(results, tmp_path):
+    compare([results], tmp_path / "small")  # every fixture set has 20 clips, below the default 200
+    md = (tmp_path / "small" / "report.md").read_text()
+    caveat = next(p for p in md.split("\n\n") if p.startswith("**Small test sets.**"))
+    assert "(kids-test: 20 clips, adults-test: 20 clips; fewer than 200" in caveat
+    assert "whisper-base (auto) 3" in caveat and "whisper-base (en) 0" in caveat  # hallucinated clips, both sets
+    assert "README's *Results* section" in caveat and "wide" in caveat
+    assert "<b>Small test sets.</b>" in (tmp_path / "small" / "report.html").read_text()
+
+    compare([results], tmp_path / "full", CompareConfig(small_set=20))
+    assert "Small test sets" not in (tmp_path / "full" / "report.md").read_text()
+
+    limited = tmp_path / "limited"
+    write_eval(limited / "kids-test")
+    summary = json.loads((limited / "kids-test" / "summary.json").read_text())
+    summary["config"]["limit"] = 20
+    (limited / "kids-test" / "summary.json").write_text(json.dumps(summary))
+    compare([limited], tmp_path / "limited-report", CompareConfig(small_set=20))
+    assert "**Small test sets.** These results come from small subsets (kids-test: 20 clips;" in (tmp_path / "limited-report" / "report.md").read_text()
+
+
+def test_a_run_on_subsets_gets_the_caveat_whatever_their_size(results, tmp_path):
+    compare([results], tmp_path / "r", CompareConfig(small_set=20, subset=True))  # kidwhisper run's limit_test
+    assert "**Small test sets.** These results come from small subsets (kids-test: 20 clips" in \
+        (tmp_path / "r" / "report.md").read_text()

@@ -3,7 +3,8 @@
 Every subcommand accepts ``--config FILE.yaml`` where the stage has a config dataclass; flags given on
 the command line override the file. Errors that users can fix (:func:`user_errors`: a bad flag, model,
 manifest, audio file or output path, a full disk) exit with status 2 and one clear line (``-v`` adds the
-traceback); any other exception is a bug and shows its traceback.
+traceback); any other exception is a bug and shows its traceback. Deprecation warnings that libraries
+raise from their own calls (:data:`NOISY_WARNINGS`, each named) are hidden unless ``-v``.
 """
 
 from __future__ import annotations
@@ -87,9 +88,15 @@ def cmd_prepare(args) -> int:
 
     cfg = config_from_args(PrepareConfig, args, {"progress": not args.quiet}, "prepare options")
     report = prepare(args.input, args.output_dir, cfg)
-    print(json.dumps({k: report[k] for k in report if k in ("kept", "skipped_total", "total_minutes", "n_speakers")
-                      or k.startswith("input")}, indent=2, default=str))
+    print(json.dumps(prepare_summary(report), indent=2, default=str))
     return 0
+
+
+def prepare_summary(report: dict) -> dict:
+    """The few numbers of a prepare report (``prepare_report.json``) that ``kidwhisper prepare`` prints."""
+    return {"input": report["input"], "kept": report["kept"], "skipped": report["skipped"]["total"],
+            "minutes": report["duration"]["minutes"], "speakers": report["speakers"]["count"],
+            "manifest": report["outputs"]["manifest"], "report": report["outputs"]["report"]}
 
 
 # ------------------------------------------------------------------------------------------ recipe
@@ -182,6 +189,22 @@ def cmd_compare(args) -> int:
 
     compare(args.inputs, args.out, config_from_args(CompareConfig, args, where="compare options"))
     print(f"written: {Path(args.out) / 'report.md'}, report.html, comparison.csv and plots")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- model-card
+def _model_card_args(p):
+    p.add_argument("model_dir", help="the tuned adapter or model directory that gets README.md")
+    p.add_argument("inputs", nargs="+", help="its training run directory and evaluation dirs (as for compare)")
+    p.add_argument("--label", help="the configuration to describe when the inputs hold several (a compare label)")
+
+
+@command("model-card", "write a Hugging Face model card (README.md) for tuned weights from result files")
+@_args(_model_card_args)
+def cmd_model_card(args) -> int:
+    from kidwhisper.report.model_card import write_card_from_results
+
+    print(f"written: {write_card_from_results(args.model_dir, args.inputs, args.label)}")
     return 0
 
 
@@ -313,9 +336,26 @@ def _no_space(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+# Deprecation notices that libraries raise from their own calls on every command; nothing a user can act on.
+# (category, message regex): each filter names one known warning, so any other warning still shows.
+NOISY_WARNINGS: list[tuple[type[Warning], str]] = [
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),  # peft reads it when wrapping a model
+]
+
+
+def quiet_library_warnings() -> None:
+    """Hide :data:`NOISY_WARNINGS` (``-v`` leaves them visible)."""
+    import warnings
+
+    for category, message in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    if not args.verbose:
+        quiet_library_warnings()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

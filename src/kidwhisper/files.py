@@ -7,6 +7,10 @@ by :func:`write_bytes` (into a temp directory that is renamed later), :func:`ato
 by other libraries (``save_pretrained``, the CTranslate2 converter) are wrapped in :func:`writing`, which
 translates their errors the same way. On failure no ``.tmp`` file is left behind: a temp file is removed,
 and a temp directory is removed by the code that made it.
+
+Files and directories get the permissions any other tool gives them under the process umask (0644 and 0755
+under the usual 022): temp files and directories (which :mod:`tempfile` creates private, 0600 / 0700) are
+widened to that before they are renamed into place.
 """
 
 from __future__ import annotations
@@ -42,6 +46,26 @@ def output_error(e: BaseException, path: str | Path) -> OutputError | None:
         return OutputError(f"{path}: a file is in the way of a directory ({e.filename or path}); remove it or "
                            f"choose another output directory")
     return None
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc where it is shown (setting it to read it would race with other
+    threads creating files), else by setting and restoring it."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temp_dir(prefix: str, dir: str | Path, suffix: str = ".tmp") -> Path:
+    """A new temp directory in ``dir`` (to be renamed into place when complete) with the mode a plain
+    ``mkdir`` would give it under the umask, not tempfile's private 0700."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
+    os.chmod(path, 0o777 & ~current_umask())
+    return path
 
 
 def _remove(path: Path) -> None:
@@ -91,7 +115,10 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview, fsync: bool =
         path.parent.mkdir(parents=True, exist_ok=True)
     with writing(path):
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes it 0600; a plain open() would not
+    finally:
+        os.close(fd)
     with writing(path, cleanup=name):
         _write(Path(name), data, fsync=fsync)
         os.replace(name, path)

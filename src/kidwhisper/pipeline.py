@@ -29,7 +29,8 @@ class RunConfig:
     out: output directory. data: root of the raw corpora; ``train_set``, ``dev_set`` and the values of
     ``test_sets`` are corpus directories relative to it (anything ``kidwhisper prepare`` reads). The
     OUT_DIR of ``kidwhisper recipe speechocean762`` holds the same set directories as ``../shared/data``.
-    limit_*: evaluate/train on a seeded random subset of that many clips (None = all).
+    limit_*: evaluate/train on a seeded random subset of that many clips (None = all); with ``limit_test``
+    the report says that its numbers come from subsets and points to the reference numbers.
     baseline_languages: decoding languages for the stock model (``auto`` reproduces the broken setup).
     train: options of ``kidwhisper train`` (TrainConfig fields except model/train/dev/out).
     eval_batch_size: clips per decoding batch.
@@ -103,7 +104,7 @@ def _evaluate(cfg: RunConfig, model: str, adapter: str | None, manifest: Path, o
 def run(cfg: RunConfig) -> dict:
     """Run the whole job; returns the compare() result."""
     from kidwhisper.models.load import check_language
-    from kidwhisper.report import compare
+    from kidwhisper.report import CompareConfig, compare
     from kidwhisper.train import TrainConfig, train
     from kidwhisper.train.checkpoint import has_checkpoint
 
@@ -134,7 +135,7 @@ def run(cfg: RunConfig) -> dict:
     model, adapter = tuned_model(cfg.model, run_dir)
     for name, manifest in tests.items():
         _evaluate(cfg, model, adapter, manifest, run_dir / "eval" / name, tcfg.language)
-    return compare([out / "eval", run_dir], out / "report")
+    return compare([out / "eval", run_dir], out / "report", CompareConfig(subset=cfg.limit_test is not None))
 
 
 def tuned_model(base: str, run_dir: Path) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from kidwhisper.config import package_versions
-from kidwhisper.files import writing
+from kidwhisper.files import temp_dir, writing
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     CACHE_MARKER,
@@ -46,7 +46,7 @@ def write_model_dir(model: str, adapter: str | None, fmt: str, out: Path, quanti
     """
     with writing(out.parent):
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = temp_dir(f".{out.name}.", out.parent)  # renamed to out: the mode mkdir would give it
     with writing(out, cleanup=tmp):
         info = {"source_model": model, "adapter": str(adapter) if adapter else None, "format": fmt,
                 "quantization": quantization}

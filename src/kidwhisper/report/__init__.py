@@ -20,7 +20,8 @@ section, the CSV's ``wer_diff_*`` columns), when both scored the same clips.
 
 Written to ``OUT``: ``comparison.csv`` (one row per configuration x test set), ``report.md``,
 ``report.html`` (self-contained), ``wer_by_config.png``, ``wer_by_age.png``, ``learning_curves.png`` (the
-last two only when there is something to draw) and ``compare_config.yaml``.
+last two only when there is something to draw) and ``compare_config.yaml``; and to each trained adapter /
+model directory found, its model card ``README.md`` (:mod:`~kidwhisper.report.model_card`).
 
 Modules: :mod:`~kidwhisper.report.collect` (finding and reading result directories, labels),
 :mod:`~kidwhisper.report.render` (numbers, CSV, report blocks, Markdown, HTML) and
@@ -46,6 +47,7 @@ from kidwhisper.report.collect import (
     set_name,
     short_model_name,
 )
+from kidwhisper.report.model_card import update_cards
 from kidwhisper.report.plots import (
     dev_references,
     plot_learning_curves,
@@ -81,7 +83,11 @@ log = logging.getLogger(__name__)
 def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | None = None) -> dict:
     """Compare evaluation results and training runs under ``inputs``; write tables, plots and reports to ``out``.
 
-    Returns ``{"baseline", "configurations", "sets", "runs", "rows", "files"}`` (``rows`` = comparison.csv).
+    Every trained configuration whose weights are on this machine gets its model card (README.md) rewritten
+    with these results (:mod:`kidwhisper.report.model_card`).
+
+    Returns ``{"baseline", "configurations", "sets", "runs", "rows", "files", "model_cards"}`` (``rows`` =
+    comparison.csv, ``model_cards`` = the README.md paths written).
     Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline``,
     OutputError (before reading anything) when ``out`` cannot be a writable directory.
     """
@@ -108,9 +114,11 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
     atomic_write_text(out / "report.md", to_markdown(blocks))
     atomic_write_text(out / "report.html", to_html(blocks, config.title))
     save_config(config, out / "compare_config.yaml")
+    cards = update_cards(confs)
     files = ["comparison.csv", "report.md", "report.html", "compare_config.yaml"] + \
         [p.name for p in plots.values() if p is not None]
     log.info("compared %d configuration(s) on %s (baseline %s): wrote %s to %s", len(confs), ", ".join(sets) or "-",
              base.label if base else "-", ", ".join(files), out)
     return {"baseline": base.label if base else None, "configurations": [c.label for c in confs], "sets": sets,
-            "runs": [r.label for r in runs], "rows": table, "files": {f: str(out / f) for f in files}}
+            "runs": [r.label for r in runs], "rows": table, "files": {f: str(out / f) for f in files},
+            "model_cards": [str(p) for p in cards]}

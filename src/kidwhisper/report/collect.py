@@ -35,13 +35,18 @@ class CompareConfig:
     ``"whisper-base (en)"``); None or ``"first"`` = the first configuration in table order (zero-shot models
     first, English forced before ``auto``). sets: display order of test sets; sets not listed follow
     alphabetically, and the first one present is the headline set (main table columns, WER-by-age). title:
-    heading of report.md / report.html. dpi: resolution of the PNG plots.
+    heading of report.md / report.html. dpi: resolution of the PNG plots. small_set: a test set scored on
+    fewer clips than this (or on a ``--limit`` subset) gets a caveat paragraph: wide CIs, not the reference
+    numbers. subset: the test sets are subsets of larger ones (``kidwhisper run`` with ``limit_test``), which
+    gets the caveat whatever their size.
     """
 
     baseline: str | None = None  # label of the baseline configuration (e.g. "whisper-base (en)"); None = the first
     sets: list[str] = field(default_factory=lambda: list(DEFAULT_SETS))  # display order of the test sets
     title: str = "kidwhisper: Whisper on children's speech"  # heading of report.md / report.html
     dpi: int = 120  # resolution of the PNG plots
+    small_set: int = 200  # test sets with fewer clips (or a --limit subset) get the small-subsets caveat
+    subset: bool = False  # the test sets are subsets (kidwhisper run with limit_test): the caveat whatever their size
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):

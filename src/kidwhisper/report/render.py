@@ -259,6 +259,33 @@ def explain_orthographic(confs: list[Configuration], base: Configuration | None,
                  f"it to {_pct(wo['wer'])} %.")
     return text + " The headline numbers in this report are therefore Whisper-normalized WER."
 
+def _flagged(summ: dict) -> int:
+    return int((summ.get("flags") or {}).get("hallucination") or 0)
+
+
+def small_set_caveat(confs: list[Configuration], sets: list[str], small: int, subset: bool = False) -> str | None:
+    """A warning paragraph when a test set was scored on fewer than ``small`` clips or on a subset (``--limit``,
+    or ``subset``: a run config's ``limit_test``): wide CIs, and a few runaway clips decide the relative
+    changes."""
+    sizes: dict[str, set[int]] = {}
+    limited = subset
+    for c in confs:
+        for s, (_, summ) in c.results.items():
+            sizes.setdefault(s, set()).add(int(summ.get("n_utts") or 0))
+            limited |= (summ.get("config") or {}).get("limit") is not None
+    few = [s for s in sets if s in sizes and (min(sizes[s]) < small or limited)]
+    if not few:
+        return None
+    runaway = [f"{c.label} {sum(_flagged(c.results[s][1]) for s in few if s in c.results)}" for c in confs]
+    return (f"**Small test sets.** These results come from small subsets "
+            f"({', '.join(f'{s}: {max(sizes[s])} clips' for s in few)}; fewer than {small}, or `--limit` / a run "
+            f"config's `limit_*`), so the 95 % CIs are wide and a few clips that run away (repeated or "
+            f"hallucinated words; clips flagged: {', '.join(runaway)}) can move a WER by tens of points. The "
+            f"relative changes in this report show that the pipeline works, not how much fine-tuning helps; the "
+            f"reference numbers, on the full test sets, are in the README's *Results* section "
+            f"(results/report/report.md).")
+
+
 # --------------------------------------------------------------------------------------------- report
 def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], base: Configuration | None,
                  plots: dict[str, Path | None], config: CompareConfig,
@@ -274,6 +301,9 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
             f"WER is Whisper-normalized (Whisper's English normalizer on reference and hypothesis), in %, with "
             f"its 95 % confidence interval from a bootstrap over speakers. Relative change is against the "
             f"baseline, **{base.label}**. Trainable parameters are those updated by training (0 = zero-shot)."))]
+        caveat = small_set_caveat(confs, sets, config.small_set, config.subset)
+        if caveat:
+            blocks.append(("p", caveat))
         hdr = ["Configuration", "Trainable params", "Trainable %", f"{head} WER % (95 % CI)", "vs baseline",
                f"{head} CER %", f"{head} orthographic WER %", f"{head} hallucinations"]
         for s in others:

@@ -57,6 +57,7 @@ DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PACK_MODES = ("isolated", "clips", "joined")
+REPORT_TO = ("none", "tensorboard")  # experiment trackers, through accelerate
 MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
 
 
@@ -100,6 +101,8 @@ class TrainConfig:
     that supports it, a CPU with AVX512-BF16 or AMX), float32 elsewhere; dev WER is decoded in float32 on CPU
     either way. Augmentation (``speed_perturb``, ``pitch_perturb``) changes every training clip before
     packing, seeded by (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented.
+    ``report_to`` ``tensorboard`` logs training loss, learning rate and dev WER through accelerate's tracker to
+    ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra).
     """
 
     model: str  # built-in name, HF directory or Hub id (see `kidwhisper models`)
@@ -141,6 +144,7 @@ class TrainConfig:
     dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
     language: str = "en"  # the language trained on and forced when decoding dev
     num_workers: int | None = None  # clip-reading DataLoader processes; None = 0 on CPU, up to 4 per process on a GPU
+    report_to: Literal["none", "tensorboard"] = "none"  # tensorboard: loss, lr, dev WER -> RUN_DIR/tensorboard/ (tensorboard extra)
     progress: bool = True  # show tqdm progress bars
 
     def __post_init__(self) -> None:
@@ -195,6 +199,8 @@ class TrainConfig:
             raise ConfigError(f"`--pitch-perturb` must be in [0, 12] semitones; got {self.pitch_perturb}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"`--num-workers` must be >= 0; got {self.num_workers}")
+        if self.report_to not in REPORT_TO:
+            raise ConfigError(f"`--report-to` must be one of {', '.join(REPORT_TO)}; got {self.report_to!r}")
         if not self.language or not self.language.isalpha():
             raise ConfigError(f"`--language` must be an ISO code such as en; got {self.language!r}")
 

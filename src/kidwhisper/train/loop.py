@@ -125,6 +125,28 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     return wer, truncated
 
 
+def enable_checkpointing(model) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version has
+    (``gradient_checkpointing_enable`` is the deprecated alias in newer ones)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard/: the event files of --report-to tensorboard
+
+
+def check_tracker(report_to: str) -> None:
+    """ConfigError naming the fix when ``--report-to`` asks for a tracker whose package is not installed."""
+    if report_to == "tensorboard":
+        from accelerate.utils import is_tensorboard_available
+
+        if not is_tensorboard_available():
+            raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install "
+                              "'kidwhisper[tensorboard]' (or pip install tensorboard), or pass --report-to none")
+
+
 ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
 
 
@@ -234,10 +256,13 @@ class Trainer:
             log.info("--mixed-precision %s ignored on this CPU (bf16 needs AVX512-BF16 or AMX): training in "
                      "float32", mp)
             mp = "no"
+        check_tracker(self.config.report_to)
         AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
         # The other processes wait at a barrier while the main one decodes the dev set: allow for a slow one.
         wait = InitProcessGroupKwargs(timeout=timedelta(hours=4))
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait])
+        tracking = {"log_with": "tensorboard", "project_dir": str(self.out)} if self.config.report_to == "tensorboard" \
+            else {}
+        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait], **tracking)
 
     def _check_run_dir(self) -> None:
         """--out, --language and the run directory against --resume, before any model or data is loaded;
@@ -341,7 +366,7 @@ class Trainer:
         for k in ("mask_time_prob", "mask_time_length", "mask_feature_prob", "mask_feature_length"):
             setattr(net.config, k, getattr(c, k))
         if c.gradient_checkpointing:
-            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(net)
         self.multilingual = is_multilingual(net)
         model = apply_strategy(net, c.strategy, c.lora)
         self.counts = parameter_count(model)
@@ -389,6 +414,8 @@ class Trainer:
             save_config(c, self.out / "train_config.yaml")
             atomic_write_text(self.out / "log.jsonl", "")
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if c.report_to != "none":
+            acc.init_trackers(TENSORBOARD_DIR)  # RUN_DIR/tensorboard/ (a resumed run adds an event file)
 
     def _load_weights(self, model, ckpt: ckpt_io.Checkpoint) -> None:
         saved = ckpt.weights
@@ -564,6 +591,7 @@ class Trainer:
                     row["dev_truncated"] = truncated
                 if acc.is_main_process:
                     append_text(self.out / "log.jsonl", json.dumps(row) + "\n")
+                self._track(row)
                 if "dev_wer" in row or step % self.save_every == 0:
                     s["train_s"] = train0 + t_train
                     s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
@@ -572,6 +600,8 @@ class Trainer:
                     break
             epoch += 1
         bar.close()
+        if c.report_to != "none":
+            acc.end_training()  # flushes and closes the trackers' files
         s["train_s"] = train0 + t_train
         s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
         summary = self._summary()
@@ -584,6 +614,15 @@ class Trainer:
                       100 * summary["best_dev_wer"], summary["best_step"], s["global_step"], s["elapsed_s"],
                       "; stopped early" if s["stopped_early"] else "")
         return summary
+
+    def _track(self, row: dict) -> None:
+        """Send one log.jsonl row to the ``--report-to`` tracker: train/loss, train/lr, dev/wer (%)."""
+        if self.config.report_to == "none":
+            return
+        values = {"train/loss": row["loss"], "train/lr": row["lr"]}
+        if row.get("dev_wer") is not None:
+            values["dev/wer"] = 100 * row["dev_wer"]
+        self.acc.log(values, step=row["step"])
 
     def _after_eval(self, step: int, wer: float) -> float:
         s = self.state
@@ -619,8 +658,19 @@ class Trainer:
                         gen.language, gen.task = self.config.language, "transcribe"
                     model.save_pretrained(str(tmp), safe_serialization=True)
                     self.processor.save_pretrained(str(tmp))
+                self._write_card(tmp, final)
             _replace_dir(tmp, final)
         self.acc.wait_for_everyone()
+
+    def _write_card(self, tmp: Path, final: Path) -> None:
+        """A first model card for ``final`` (recipe, parameters, dev WER) into ``tmp``, the directory that
+        becomes it; ``kidwhisper compare`` adds the test results."""
+        from kidwhisper.report.model_card import model_card, write_model_card
+
+        summary = {"trainable_params": self.counts.trainable, "total_params": self.counts.total,
+                   "best_dev_wer": self.state["best_wer"], "best_step": self.state["best_step"],
+                   "n_train_clips": self.n_clips}
+        write_model_card(tmp, model_card(final, asdict(self.config), summary))
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoints/last (the old one becomes previous); see kidwhisper.train.checkpoint."""
