@@ -79,6 +79,8 @@ def row(name: str, run: Path, label: str | None = None) -> dict:
     out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
     out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
     out["kids-test_minus_stock"] = _paired(run / "kids-test", BASELINE / "kids-test")
+    if name != RECOMMENDED:
+        out["kids-dev_minus_recommended"] = _paired(run / "kids-dev", ABLATION / RECOMMENDED / "kids-dev")
     return out
 
 
@@ -115,15 +117,17 @@ def table(r: dict) -> str:
         f"adults test {_pct(stock['adults-test'])}. Times are on this machine's 2 CPU cores, several runs sharing "
         "them (see the notes below the table).",
         "",
-        "| row | recipe | trainable params | kids-dev WER % | vs reference, points | kids-test WER % | "
+        "| row | recipe | trainable params | kids-dev WER % | vs reference, points | "
+        f"vs {RECOMMENDED}, points | kids-test WER % | "
         "vs reference, points | kids-test hallucinations | adults-test WER % | adults vs stock, points | train min "
         "| clips/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in r["rows"]:
         lines.append(
             f"| {x['row']} | {x['recipe']} | {x['trainable_params'] / 1e6:.2f} M ({x['trainable_pct']:.1f} %) | "
             f"{_pct(x['kids-dev'])} | {'-' if x['row'] == 'reference' else _diff(x['kids-dev_minus_reference'])} | "
+            f"{_diff(x.get('kids-dev_minus_recommended'))} | "
             f"{_pct(x['kids-test'])} | {'-' if x['row'] == 'reference' else _diff(x['kids-test_minus_reference'])} | "
             f"{'-' if x['kids-test'] is None else x['kids-test']['hallucinations']} | "
             f"{_pct(x['adults-test'])} | {_diff(x['adults-test_minus_stock'])} | "

@@ -6,6 +6,8 @@
 # Usage: bash results/packed.sh
 # Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
 # MODEL=built-in name, ADAPTER=adapter dir ("" = stock model only), LIMIT=N clips per set.
+# REUSE=1: take the unpacked evaluations from the committed results of the same decoding (stock:
+# results/baseline/whisper-base-en/<set>, tuned: results/ablation/lora-isolated/<set>) instead of re-running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
@@ -14,12 +16,18 @@ SETS=${SETS:-"kids-test adults-test"}
 MODEL=${MODEL:-whisper-base}
 ADAPTER=${ADAPTER-models/whisper-base-kids}
 LIMIT=${LIMIT:-}
+REUSE=${REUSE:-}
+reuse() {  # OUT_DIR COMMITTED_DIR
+  if [ -n "$REUSE" ] && [ ! -f "$1/summary.json" ] && [ -f "$2/summary.json" ]; then mkdir -p "$1" && cp "$2"/* "$1"/; fi
+}
 evaluate() {  # OUT_DIR SET [evaluate flags]
   local out=$1 set=$2; shift 2
   [ -f "$out/summary.json" ] || kidwhisper evaluate --data "$DATA/$set/manifest.jsonl" --out "$out" -q \
     ${LIMIT:+--limit "$LIMIT"} "$@"
 }
 for set in $SETS; do
+  reuse "$OUT/stock/$set/unpacked" "results/baseline/whisper-base-en/$set"
+  reuse "$OUT/tuned/$set/unpacked" "results/ablation/lora-isolated/$set"
   evaluate "$OUT/stock/$set/unpacked" "$set" --model "$MODEL"
   evaluate "$OUT/stock/$set/packed" "$set" --model "$MODEL" --pack
   if [ -n "$ADAPTER" ]; then

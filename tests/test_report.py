@@ -369,3 +369,18 @@ def test_a_run_on_subsets_gets_the_caveat_whatever_their_size(results, tmp_path)
     compare([results], tmp_path / "r", CompareConfig(small_set=20, subset=True))  # kidwhisper run's limit_test
     assert "**Small test sets.** These results come from small subsets (kids-test: 20 clips" in \
         (tmp_path / "r" / "report.md").read_text()
+
+
+def test_beam_search_evaluations_are_their_own_configuration():
+    """An evaluation with 5 beams beside the greedy one of the same model is a separate row, never the greedy
+    result replaced by the newer file (the committed stock baseline has both on kids dev)."""
+    from kidwhisper.report.collect import CompareConfig, collect
+
+    base = Path(__file__).resolve().parents[1] / "results" / "baseline" / "whisper-base-en"
+    confs, _, _ = collect([base], CompareConfig())
+    by_label = {c.label: c for c in confs}
+    assert set(by_label) == {"whisper-base (en)", "whisper-base (en, 5 beams)"}
+    greedy, beams = by_label["whisper-base (en)"], by_label["whisper-base (en, 5 beams)"]
+    assert confs[0] is greedy and set(beams.results) == {"kids-dev"}
+    assert greedy.results["kids-dev"][0].name == "kids-dev"
+    assert beams.results["kids-dev"][1]["decoding"]["beam_size"] == 5

@@ -88,6 +88,7 @@ class Configuration:
     run: Run | None
     label: str = ""
     results: dict[str, tuple[Path, dict]] = field(default_factory=dict)
+    decoding: str = ""  # how it decoded when not the default greedy one-clip-per-window ("5 beams", "packed", ...)
 
     @property
     def trainable(self) -> tuple[int | None, float | None]:
@@ -200,27 +201,47 @@ def _find_run(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Run | Non
     return next((runs[p] for p in eval_dir.parents if p in runs), None)
 
 
+def decoding_tag(summary: dict) -> str:
+    """How an evaluation decoded, when that is not the default (greedy, one clip per window, PyTorch or
+    CTranslate2 float32, both token-identical): "5 beams", "packed", "ct2 int8", joined by ", "."""
+    d = summary.get("decoding") or {}
+    tags = []
+    if int(d.get("beam_size") or 1) > 1:
+        tags.append(f"{d['beam_size']} beams")
+    if (summary.get("config") or {}).get("pack"):
+        tags.append("packed")
+    if d.get("backend") == "ct2" and d.get("compute_type", "float32") != "float32":
+        tags.append(f"ct2 {d['compute_type']}")
+    return ", ".join(tags)
+
+
 def _configuration(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Configuration:
+    """The configuration an evaluation belongs to: its model (+ run or adapter), language and decoding."""
     language = str((summary.get("decoding") or {}).get("language") or summary.get("language") or "?")
+    tag = decoding_tag(summary)
     adapter = summary.get("adapter")
     run = _find_run(eval_dir, summary, runs)
     if run is not None:
-        return Configuration(("run", str(run.path), language), run.model, adapter, run.strategy, language, run)
+        return Configuration(("run", str(run.path), language, tag), run.model, adapter, run.strategy, language, run,
+                             decoding=tag)
     model = str(summary.get("model") or "?")
     if adapter:
         meta_file = Path(str(adapter)) / "kidwhisper_adapter.json"
         meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-        return Configuration(("adapter", str(adapter), language), str(meta.get("base_model") or model), adapter,
-                             str(meta.get("strategy") or "adapter"), language, None)
-    return Configuration(("model", model, language), model, None, None, language, None)
+        return Configuration(("adapter", str(adapter), language, tag), str(meta.get("base_model") or model), adapter,
+                             str(meta.get("strategy") or "adapter"), language, None, decoding=tag)
+    return Configuration(("model", model, language, tag), model, None, None, language, None, decoding=tag)
 
 
 def _label(c: Configuration) -> str:
     base = short_model_name(c.model)
     if c.strategy is None:
-        return base if base.endswith(".en") and c.language == "en" else f"{base} ({c.language})"
+        if base.endswith(".en") and c.language == "en":
+            return base + (f" ({c.decoding})" if c.decoding else "")
+        return f"{base} ({', '.join(filter(None, [c.language, c.decoding]))})"
     train_lang = str((c.run.config.get("language") if c.run else None) or "en")
-    return f"{base} + {c.strategy}" + ("" if c.language == train_lang else f" ({c.language})")
+    notes = [c.language if c.language != train_lang else "", c.decoding]
+    return f"{base} + {c.strategy}" + (f" ({', '.join(filter(None, notes))})" if any(notes) else "")
 
 
 def collect(inputs: list[str | Path], config: CompareConfig) -> tuple[list[Configuration], list[Run], list[str]]:
@@ -262,7 +283,7 @@ def collect(inputs: list[str | Path], config: CompareConfig) -> tuple[list[Confi
                            f"train_config.yaml) under {where}{f'; {skipped} unreadable' if skipped else ''}; "
                            f"pass the --out directories of `kidwhisper evaluate` / `kidwhisper train`")
     ordered = sorted(confs.values(), key=lambda c: (c.strategy is not None, c.model, c.strategy or "",
-                                                    c.language != "en", c.language, str(c.key)))
+                                                    c.language != "en", c.language, c.decoding, str(c.key)))
     for c in ordered:
         c.label = _label(c)
     clash = {c.label for c in ordered if sum(o.label == c.label for o in ordered) > 1}

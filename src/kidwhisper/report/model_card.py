@@ -304,9 +304,9 @@ def weights_dir(conf) -> Path | None:
 
 
 def _zero_shot(conf, confs: list) -> Any:
-    """The zero-shot configuration of the same base model and decoding language, if evaluated."""
-    return next((c for c in confs if c.strategy is None and c.model == conf.model and c.language == conf.language),
-                None)
+    """The zero-shot configuration of the same base model, decoding language and decoding, if evaluated."""
+    return next((c for c in confs if c.strategy is None and c.model == conf.model and c.language == conf.language
+                 and c.decoding == conf.decoding), None)
 
 
 def card_for(conf, confs: list, weights: Path) -> str:
@@ -326,12 +326,13 @@ def card_for(conf, confs: list, weights: Path) -> str:
 
 def update_cards(confs: list) -> list[Path]:
     """Rewrite the model card of every trained configuration whose weights are on this machine (decoded
-    with its training language, so an ``auto`` evaluation does not replace the forced-English one)."""
+    with its training language and the default greedy decoding, so an ``auto`` or beam-search evaluation does
+    not replace the forced-English greedy one)."""
     owners: dict[Path, list] = {}
     for c in confs:
         train_lang = str((c.run.config.get("language") if c.run else None) or "en")
         weights = weights_dir(c)
-        if weights is not None and c.language == train_lang:
+        if weights is not None and c.language == train_lang and not c.decoding:  # greedy, one clip per window
             owners.setdefault(weights.resolve(), []).append((c, weights))
     written = []
     for claims in owners.values():
@@ -356,7 +357,7 @@ def write_card_from_results(model_dir: str | Path, inputs: list[str | Path], lab
         raise ConfigError(f"{model_dir}: neither an adapter (adapter_config.json) nor a model (config.json); pass "
                           f"the directory that holds the tuned weights")
     confs, _, _ = collect(list(inputs), CompareConfig())
-    trained = [c for c in confs if c.strategy is not None]
+    trained = [c for c in confs if c.strategy is not None and not c.decoding]  # the default decoding
     chosen = [c for c in trained if label and c.label == label] or \
         [c for c in trained if weights_dir(c) and weights_dir(c).resolve() == model_dir.resolve()] or \
         (trained if len({id(c.run) if c.run else c.adapter for c in trained}) == 1 else [])
