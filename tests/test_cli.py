@@ -46,7 +46,8 @@ def test_evaluate_requires_options(tmp_path):
 
 
 @pytest.mark.slow
-def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("backend", ["torch", "ct2"])
+def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_model_dir, tmp_path, backend):
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
@@ -54,7 +55,7 @@ def test_evaluate_adapter_that_does_not_fit(kids_manifest, tiny_model_dir, tmp_p
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
     r = run("evaluate", "--model", "whisper-tiny.en", "--adapter", str(tmp_path / "adapter"),
-            "--data", str(kids_manifest), "--out", str(tmp_path / "o"))
+            "--data", str(kids_manifest), "--out", str(tmp_path / "o"), "--backend", backend)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "does not fit --model whisper-tiny.en" in r.stderr
     assert not (tmp_path / "o" / "summary.json").exists()

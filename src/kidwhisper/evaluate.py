@@ -207,8 +207,8 @@ def _decoder(config: EvalConfig):
         from kidwhisper.models.load import load_processor
 
         processor = load_processor(config.model)
-        if config.adapter:
-            load_model(config.model, config.adapter, "cpu")  # fail early and clearly if the adapter does not fit
+        # An adapter is merged and converted once (cached by its weights): that merge is where an adapter that
+        # does not fit the model fails, with the same one-line error as the torch backend.
         decoder = CT2Decoder(ct2_model_dir(config.model, config.adapter), processor, config.compute_type,
                              "cuda" if config.device == "cuda" else "cpu")
         return (lambda audios: decoder.decode_batch(audios, config.language, config.max_new_tokens,
