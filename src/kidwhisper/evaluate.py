@@ -35,6 +35,7 @@ import math
 import os
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -312,7 +313,7 @@ def summarize_lines(lines: list[str]) -> dict:
     log.info("%d clips, %d speakers: WER %s (guarded %s, %d cut), %d hallucinations, %d skipped (empty reference)",
              summary["n_utts"], summary["n_speakers"], _pct(head["wer"]), _pct(cut["wer"]["whisper"]["wer"]),
              cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
-    summary["languages"] = _count(languages)
+    summary["languages"] = dict(Counter(languages).most_common())  # most frequent first
     summary["n_truncated"] = n_truncated
     return summary
 
@@ -449,13 +450,6 @@ class _Sink:
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f} %"
-
-
-def _count(values: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for v in values:
-        counts[v] = counts.get(v, 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def format_summary(summary: dict) -> str:

@@ -26,6 +26,7 @@ import yaml
 
 from kidwhisper.config import ConfigError
 from kidwhisper.files import atomic_write_text
+from kidwhisper.report.render import fmt_pct
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ def hub_id(model: str) -> str:
     return HUB_IDS.get(str(model), str(model))
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
 def _wer(summary: dict) -> dict:
     wer = summary.get("wer") or {}
     return wer.get(summary.get("headline") or "whisper") or wer.get("whisper") or {}
@@ -58,7 +55,7 @@ def _wer_ci(summary: dict | None) -> str:
     w = _wer(summary or {})
     if w.get("wer") is None:
         return "-"
-    return _pct(w["wer"]) + (f" ({_pct(w['ci_low'])}-{_pct(w['ci_high'])})" if w.get("ci_low") is not None else "")
+    return fmt_pct(w["wer"]) + (f" ({fmt_pct(w['ci_low'])}-{fmt_pct(w['ci_high'])})" if w.get("ci_low") is not None else "")
 
 
 def _ordered(results: dict[str, dict]) -> list[str]:
@@ -89,7 +86,7 @@ def card_data(name: str, base: str, lora: bool, results: dict[str, dict], speech
         w = _wer(results[s])
         if w.get("wer") is None:
             continue
-        ci = f", 95 % CI {_pct(w['ci_low'])}-{_pct(w['ci_high'])}" if w.get("ci_low") is not None else ""
+        ci = f", 95 % CI {fmt_pct(w['ci_low'])}-{fmt_pct(w['ci_high'])}" if w.get("ci_low") is not None else ""
         r = results[s]
         config, split = _config_split(s)
         evals.append(EvalResult(
@@ -114,7 +111,7 @@ def _results_table(results: dict[str, dict], baseline: dict[str, dict], base_lab
         r = results[s]
         base = f" {_wer_ci(baseline.get(s))} |" if baseline else ""
         lines.append(f"| {s} | {r.get('n_utts')} ({r.get('n_speakers')}) | {_wer_ci(r)} |{base} "
-                     f"{_pct((r.get('cer') or {}).get('cer'))} | {(r.get('flags') or {}).get('hallucination', '-')} |")
+                     f"{fmt_pct((r.get('cer') or {}).get('cer'))} | {(r.get('flags') or {}).get('hallucination', '-')} |")
     return lines
 
 
@@ -138,7 +135,7 @@ def _recipe(config: dict, summary: dict) -> list[str]:
             lines.append(f"| {label} | {summary[key]} |")
     if summary.get("best_dev_wer") is not None:
         lines.append(f"| selected | step {summary.get('best_step')} of the lowest dev WER, "
-                     f"{_pct(summary['best_dev_wer'])} % |")
+                     f"{fmt_pct(summary['best_dev_wer'])} % |")
     return lines
 
 

@@ -28,15 +28,15 @@ CSV_COLUMNS = ["configuration", "model", "adapter", "strategy", "language", "tes
 
 
 # --------------------------------------------------------------------------------------------- numbers
-def _pct(x: float | None, nd: int = 1) -> str:
+def fmt_pct(x: float | None, nd: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{nd}f}"
 
 
 def _wer_ci(w: dict | None) -> str:
     if not w or w.get("wer") is None:
         return "-"
-    ci = f" ({_pct(w['ci_low'])}-{_pct(w['ci_high'])})" if w.get("ci_low") is not None else ""
-    return _pct(w["wer"]) + ci
+    ci = f" ({fmt_pct(w['ci_low'])}-{fmt_pct(w['ci_high'])})" if w.get("ci_low") is not None else ""
+    return fmt_pct(w["wer"]) + ci
 
 
 def _rel(x: float | None) -> str:
@@ -236,14 +236,14 @@ def explain_orthographic(confs: list[Configuration], base: Configuration | None,
     if auto:
         s = auto.results[test_set][1]
         o = _ortho(s)
-        text += (f"{auto.label} scores {_pct(o.get('wer'))} % ({o.get('substitutions')} substitutions, "
+        text += (f"{auto.label} scores {fmt_pct(o.get('wer'))} % ({o.get('substitutions')} substitutions, "
                  f"{o.get('deletions')} deletions and {o.get('insertions')} insertions over {o.get('ref_words')} "
                  f"reference words; {(s.get('flags') or {}).get('non_english', 0)} of {s.get('n_utts')} clips "
                  f"flagged non-English); with English forced, ")
-    text += (f"{forced.label} scores {_pct(fo['wer'])} %; with Whisper's English normalizer on both sides, "
-             f"{_pct(headline(fs).get('wer'))} % (digit-aware: {_pct((fs['wer'].get('digits') or {}).get('wer'))} %).")
+    text += (f"{forced.label} scores {fmt_pct(fo['wer'])} %; with Whisper's English normalizer on both sides, "
+             f"{fmt_pct(headline(fs).get('wer'))} % (digit-aware: {fmt_pct((fs['wer'].get('digits') or {}).get('wer'))} %).")
     if fo.get("ref_words"):
-        text += (f" Before normalization {_pct(fo.get('substitutions', 0) / fo['ref_words'])} % of the reference "
+        text += (f" Before normalization {fmt_pct(fo.get('substitutions', 0) / fo['ref_words'])} % of the reference "
                  f"words of {forced.label} count as substitutions")
         ev = case_evidence(fdir)
         if ev:
@@ -256,7 +256,7 @@ def explain_orthographic(confs: list[Configuration], base: Configuration | None,
     wo = _ortho(worst.results[test_set][1])
     if (wo.get("wer") or 0) > 1:
         text += (f" The {wo.get('insertions')} inserted words of {worst.label} on top of those substitutions take "
-                 f"it to {_pct(wo['wer'])} %.")
+                 f"it to {fmt_pct(wo['wer'])} %.")
     return text + " The headline numbers in this report are therefore Whisper-normalized WER."
 
 def _flagged(summ: dict) -> int:
@@ -313,8 +313,8 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
             n, pct = c.trainable
             h = c.results[head][1] if head in c.results else {}
             line = [c.label, _params(n), _share(pct), _wer_ci(headline(h)), _rel(relative_change(c, base, head))
-                    if c is not base else "baseline", _pct((h.get("cer") or {}).get("cer")),
-                    _pct(((h.get("wer") or {}).get("orthographic") or {}).get("wer")),
+                    if c is not base else "baseline", fmt_pct((h.get("cer") or {}).get("cer")),
+                    fmt_pct(((h.get("wer") or {}).get("orthographic") or {}).get("wer")),
                     str((h.get("flags") or {}).get("hallucination", "-")) if h else "-"]
             for s in others:
                 line += [_wer_ci(headline(c.results[s][1])) if s in c.results else "-",
@@ -366,9 +366,9 @@ def _detail_row(c: Configuration, test_set: str) -> list[str]:
     """One "All results" line, formatted from the unrounded summary (no double rounding via the CSV)."""
     summ = c.results[test_set][1]
     w, wer, flags = headline(summ), summ["wer"], summ.get("flags") or {}
-    return [c.label, test_set, f"{summ.get('n_utts')} ({summ.get('n_speakers')})", _pct(w.get("wer")),
-            _pct((wer.get("digits") or {}).get("wer")), _pct(_ortho(summ).get("wer")),
-            _pct((summ.get("cer") or {}).get("cer")),
+    return [c.label, test_set, f"{summ.get('n_utts')} ({summ.get('n_speakers')})", fmt_pct(w.get("wer")),
+            fmt_pct((wer.get("digits") or {}).get("wer")), fmt_pct(_ortho(summ).get("wer")),
+            fmt_pct((summ.get("cer") or {}).get("cer")),
             f"{w.get('substitutions')} / {w.get('deletions')} / {w.get('insertions')}",
             _num(flags.get("hallucination")), _num(flags.get("non_english")), _num(summ.get("rtf"), 3)]
 
@@ -383,7 +383,7 @@ def _run_row(r: Run) -> list[str]:
     epochs = s.get("epochs_run", s.get("epochs", r.log[-1].get("epoch") if r.log else None))
     wall = s.get("wall_seconds", (r.log[-1].get("elapsed_s", r.log[-1].get("elapsed")) if r.log else None))
     status = "incomplete (no summary.json)" if not s else "stopped early" if s.get("stopped_early") else "finished"
-    return [r.label, r.strategy, _params(n) if s else "?", _share(pct) if s else "?", _pct(best),
+    return [r.label, r.strategy, _params(n) if s else "?", _share(pct) if s else "?", fmt_pct(best),
             _num(s.get("best_step")), _num(steps), _num(epochs, 2), _duration(wall),
             _num(s.get("clips_per_s", s.get("clips_per_second")), 2), status]
 
