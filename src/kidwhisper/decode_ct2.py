@@ -26,14 +26,8 @@ import torch
 
 from kidwhisper.audio import SAMPLE_RATE
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, in_length_batches
-from kidwhisper.models.convert import cached_ct2_dir
 
 log = logging.getLogger(__name__)
-
-
-def ct2_model_dir(model: str, adapter: str | None) -> Path:
-    """A CTranslate2 directory for model (+ adapter) (:func:`kidwhisper.models.convert.cached_ct2_dir`)."""
-    return cached_ct2_dir(model, adapter)
 
 
 def ct2_max_length(max_new_tokens: int, prompt_length: int) -> int:

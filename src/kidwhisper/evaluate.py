@@ -204,13 +204,14 @@ class _Run:
 def _decoder(config: EvalConfig):
     """(decode(arrays) -> list[Decoded], tokenizer, device name) for ``config``'s backend."""
     if config.backend == "ct2":
-        from kidwhisper.decode_ct2 import CT2Decoder, ct2_model_dir
+        from kidwhisper.decode_ct2 import CT2Decoder
+        from kidwhisper.models.convert import cached_ct2_dir
         from kidwhisper.models.load import load_processor
 
         processor = load_processor(config.model)
         # An adapter is merged and converted once (cached by its weights): that merge is where an adapter that
         # does not fit the model fails, with the same one-line error as the torch backend.
-        decoder = CT2Decoder(ct2_model_dir(config.model, config.adapter), processor, config.compute_type,
+        decoder = CT2Decoder(cached_ct2_dir(config.model, config.adapter), processor, config.compute_type,
                              "cuda" if config.device == "cuda" else "cpu")
         return (lambda audios: decoder.decode_batch(audios, config.language, config.max_new_tokens,
                                                     config.beam_size)), processor.tokenizer, \
