@@ -13,7 +13,8 @@ import torch
 
 from kidwhisper.audio import SAMPLE_RATE
 from kidwhisper.decode import decode_batch, transcribe_arrays
-from kidwhisper.decode_packed import encode, encode_windows, plan_windows, stem, transcribe_packed
+from kidwhisper.decode_packed import SilenceCache, encode_clips, encode_silence, transcribe_packed
+from kidwhisper.train.clipwise import attention_bias
 
 BUDGET = 8  # tokens per clip: the random model below rarely ends a transcript by itself
 
@@ -59,37 +60,80 @@ def chatty(request, base_dir):
     return model, WhisperProcessor.from_pretrained(base_dir)
 
 
-def test_plan_windows_packs_by_duration_and_gives_long_clips_their_own_window():
-    assert plan_windows([3.0, 27.0, 2.0, 10.0, 12.0], max_seconds=25.0, gap=0.2) == [[2, 0, 3], [4], [1]]
-    assert plan_windows([1.0] * 5, max_seconds=25.0, gap=0.2, max_clips=2) == [[0, 1], [2, 3], [4]]
-    assert plan_windows([], 25.0, 0.2) == []
-
-
 def test_encoder_rebuilt_from_its_parts_is_whisper_encoder(chatty):
+    """A clip whose own frames fill the window (the gap reaches 30 s) is encoded as Whisper's encoder does."""
     model, processor = chatty
-    feats = processor.feature_extractor([sound(2.0, 0), sound(4.0, 1)], sampling_rate=SAMPLE_RATE,
-                                        return_tensors="pt").input_features
-    encoder = model.model.encoder
+    audios = [sound(2.0, 0), sound(4.0, 1)]
+    feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
     with torch.inference_mode():
-        ours = encode(encoder, stem(encoder, feats), torch.arange(1500).expand(2, -1), None)
-        theirs = encoder(feats).last_hidden_state
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
+        ours, lengths = encode_clips(model, processor, audios, gap=30.0)
+        theirs = model.model.encoder(feats).last_hidden_state
+    assert lengths == [1500, 1500]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_silence_is_whisper_encoder_on_a_silent_window(chatty):
+    model, processor = chatty
+    feats = processor.feature_extractor([np.zeros(SAMPLE_RATE, np.float32)], sampling_rate=SAMPLE_RATE,
+                                        return_tensors="pt").input_features
+    value = float(feats.min())
+    assert torch.equal(feats, torch.full_like(feats, value))
+    with torch.inference_mode():
+        silence = encode_silence(model.model.encoder, value)
+        theirs = model.model.encoder(feats).last_hidden_state[0]
+    torch.testing.assert_close(silence.final, theirs, rtol=0, atol=1e-5)
+
+
+def padding_blind_to_the_clip(model, n: int):
+    """Hooks that make Whisper's encoder attention let frames >= n (the padding) see only the padding."""
+    frames = torch.arange(1500)
+    sees = ~((frames[:, None] >= n) & (frames[None, :] < n))
+    mask = attention_bias(sees[None, None], model.config._attn_implementation, torch.float32)
+
+    def hook(module, args, kwargs):
+        kwargs["attention_mask"] = mask
+        return args, kwargs
+
+    return [layer.self_attn.register_forward_pre_hook(hook, with_kwargs=True) for layer in model.model.encoder.layers]
+
+
+def test_a_packed_clip_sees_the_silence_that_follows_it_unpacked(chatty):
+    """Each clip's encoder states are those of unpacked decoding in which the padding after its own frames
+    does not attend to the clip: its frames see the silence at the positions that follow the clip."""
+    model, processor = chatty
+    audios = [sound(1.5, 30), sound(3.2, 31)]
+    cache = SilenceCache(step=1e-6)  # the silence at the clip's own padding value
+    with torch.inference_mode():
+        states, lengths = encode_clips(model, processor, audios, cache=cache)
+        for b, audio in enumerate(audios):
+            feats = processor.feature_extractor([audio], sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+            handles = padding_blind_to_the_clip(model, lengths[b])
+            try:
+                reference = model.model.encoder(feats).last_hidden_state[0]
+            finally:
+                for h in handles:
+                    h.remove()
+            unpacked = model.model.encoder(feats).last_hidden_state[0]
+            torch.testing.assert_close(states[b], reference, rtol=0, atol=3e-5)
+            assert (states[b] - unpacked).abs().max() > 1e-4  # unpacked, the padding sees the clip
+    assert lengths == [85, 170]  # ceil((seconds + 0.2 s gap) * 50)
+    assert len(cache.silences) == 2  # two padding values: one silence encoding each
 
 
 def test_packed_clip_tokens_do_not_depend_on_its_neighbours(chatty):
     model, processor = chatty
     clip = sound(1.5, 0)
     first = [clip, sound(2.0, 1), sound(1.0, 2)]
-    other = [clip, sound(2.0, 3), sound(1.0, 4)]  # the same durations: the same window, other audio
+    other = [clip, sound(2.0, 3), sound(1.0, 4)]  # the same durations: the same batch, other audio
     a = transcribe_packed(model, processor, first, max_new_tokens=BUDGET, progress=False)
     b = transcribe_packed(model, processor, other, max_new_tokens=BUDGET, progress=False)
     assert a[0] == b[0] and a[0].n_tokens == BUDGET
     assert a[1].tokens != b[1].tokens and a[2].tokens != b[2].tokens  # the neighbours did change what is said
     with torch.inference_mode():  # and exactly: the encoder states the clip's tokens attend to
-        states_a, frames = encode_windows(model, processor, first, [[0, 1, 2]])
-        states_b, _ = encode_windows(model, processor, other, [[0, 1, 2]])
-    assert torch.equal(states_a[0, frames[0]], states_b[0, frames[0]])
-    assert not torch.equal(states_a[0, frames[1]], states_b[0, frames[1]])
+        states_a, _ = encode_clips(model, processor, first)
+        states_b, _ = encode_clips(model, processor, other)
+    assert torch.equal(states_a[0], states_b[0])
+    assert not torch.equal(states_a[1], states_b[1])
 
 
 def test_window_of_one_clip_decodes_exactly_as_unpacked(chatty):
@@ -99,13 +143,27 @@ def test_window_of_one_clip_decodes_exactly_as_unpacked(chatty):
         model, processor, [clip], max_new_tokens=BUDGET)
 
 
-def test_clip_longer_than_the_window_falls_back_to_its_own_window(chatty):
+def test_clip_longer_than_the_window_falls_back_to_its_own_window(chatty, monkeypatch):
+    from kidwhisper import decode_packed
+
     model, processor = chatty
     audios = [sound(2.0, 6), sound(6.0, 7), sound(3.0, 8)]
-    assert plan_windows([2.0, 6.0, 3.0], max_seconds=5.5) == [[0, 2], [1]]
+    calls = []
+
+    def spy(name):
+        real = getattr(decode_packed, name)
+
+        def decode(model, processor, clips, *args):
+            calls.append((name, [next(i for i, a in enumerate(audios) if a is c) for c in clips]))
+            return real(model, processor, clips, *args)
+
+        return decode
+
+    for name in ("decode_batch", "decode_clips"):
+        monkeypatch.setattr(decode_packed, name, spy(name))
     packed = transcribe_packed(model, processor, audios, max_new_tokens=BUDGET, progress=False, max_seconds=5.5)
+    assert calls == [("decode_clips", [0, 2]), ("decode_batch", [1])]
     assert packed[1] == decode_batch(model, processor, [audios[1]], max_new_tokens=BUDGET)[0]
-    assert packed[0] != decode_batch(model, processor, [audios[0]], max_new_tokens=BUDGET)[0]  # 0 and 2 were packed
 
 
 def test_batch_of_different_lengths_comes_back_in_input_order(chatty):

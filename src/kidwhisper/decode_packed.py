@@ -1,28 +1,33 @@
-"""Packed greedy decoding: several clips share one 30 s encoder pass, each is decoded as if alone.
+"""Packed greedy decoding: the clips of a batch share one encoder pass, each is decoded as if alone.
 
-A child's clip is a few seconds long, yet Whisper's encoder always runs on a 30 s window. Here the clips
-of a batch are laid out in windows of at most ``max_seconds`` (``gap`` seconds apart, the layout of
-packed training windows, :mod:`kidwhisper.train.clipwise`), the encoder runs once per window, and every
-clip is decoded as its own sequence:
+A child's clip is a few seconds long, yet Whisper's encoder always runs on a 30 s window: for a 3.6 s clip,
+seven eighths of its work go to the padding after the clip. Here the encoder runs only on each clip's own
+frames, and the padding is a precomputed **silence continuation**:
 
-- **encoder**: each clip's frames (its audio and the gap after it) take positions 0, 1, ... as if the
-  clip opened the window, and attend only to themselves and the window's trailing silence, as in
-  ``isolated`` training. Unlike training, the silence attends only to itself, and each clip's log-mel
-  and convolutional stem are computed from the clip alone (its own loudness floor, zeros around it), so
-  a clip's transcript does not depend on the audio of the clips beside it: only on where the window's
-  silence starts. The silence is the log-mel value :data:`SILENCE_MEL`.
-- **decoder**: one row per clip, greedy, with the prompt, token budget, timestamp suppression and flags
-  of :func:`kidwhisper.decode.decode_batch`; its cross-attention sees the clip's own frames and the
-  trailing silence only (the encoder states are gathered per clip, padded, and masked).
+- **silence**: the encoder is run once on a window of pure silence (log-mel value ``v`` everywhere, the
+  value that Whisper's feature extractor pads a clip with: its loudest log-mel minus 8, normalized); every
+  layer's keys and values and the final states are kept (:class:`SilenceCache`, one per value, ``v``
+  rounded to ``silence_step``).
+- **encoder**: a clip's frames (its audio and ``gap`` seconds of its padding, ``n`` frames) take positions
+  0 .. n-1, as in unpacked decoding, and at every layer attend to themselves and to the silence's keys
+  and values at positions n .. 1499: the frames that follow the clip in an unpacked window, at their own
+  positions. The clip's log-mel and convolutional stem are computed from the clip alone (its own
+  loudness floor, zeros after it). The one difference from unpacked decoding: the silence frames do not
+  attend to the clip. The clips of a batch are rows of one encoder pass (padded to the longest, padding
+  masked), so a clip's transcript does not depend on the other clips of its batch.
+- **decoder**: each clip's encoder states are its own ``n`` frames followed by the silence's final states
+  at positions n .. 1499 (1500 frames, as unpacked), decoded greedily with the prompt, token budget,
+  timestamp suppression and flags of :func:`kidwhisper.decode.decode_batch`.
 
-A window holding one clip (a clip longer than ``max_seconds``, or the last of a batch) is decoded exactly
-as :func:`kidwhisper.decode.decode_batch` decodes it. Beam search decodes one clip per window.
+A clip longer than ``max_seconds``, or a batch holding one clip, is decoded exactly as
+:func:`kidwhisper.decode.decode_batch` decodes it. Beam search is not packed.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,42 +36,19 @@ from tqdm.auto import tqdm
 
 from kidwhisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch, generate_from_encoder, transcribe_arrays
-from kidwhisper.train.batching import clip_spans
-from kidwhisper.train.clipwise import (
-    attention_bias,
-    check_attention,
-    clip_frames,
-    compute_dtype,
-    decoder_masks,
-    encoder_layout,
-)
+from kidwhisper.train.clipwise import ENCODER_FRAMES, FRAMES_PER_SECOND
 
 log = logging.getLogger(__name__)
 
-PACK_SECONDS = 25.0  # audio per window, gaps included: >= 5 s of silence closes every window, as in training
-PACK_GAP = 0.2  # seconds of silence between the clips of a window
-LOUDEST_LOG_MEL = 1.2  # log10 power of the loudest mel bin of speech recorded at ordinary levels
-SILENCE_MEL = (LOUDEST_LOG_MEL - 8.0 + 4.0) / 4.0  # Whisper's padding value for such a clip: (max - 8 + 4) / 4
+PACK_SECONDS = 25.0  # clips longer than this are decoded one per window (packing saves little on them)
+PACK_GAP = 0.2  # seconds of a clip's own padding encoded with the clip (the silence continuation follows)
+SILENCE_STEP = 0.05  # the silence's log-mel value: a clip's padding value rounded to this step
 STEM_MARGIN = 4 * HOP_LENGTH  # samples past a clip's gap whose log-mel frames its last stem frame reads
-_FIX = "decode without --pack"
 
 
-def plan_windows(durations: list[float], max_seconds: float = PACK_SECONDS, gap: float = PACK_GAP,
-                 max_clips: int = 16) -> list[list[int]]:
-    """Clip indices grouped into windows: in order of duration (then index), each clip joins the current
-    window while the window stays within ``max_seconds`` (clips and gaps) and ``max_clips`` clips, else
-    opens the next one. A clip longer than ``max_seconds`` gets a window of its own."""
-    windows: list[list[int]] = []
-    seconds = math.inf
-    for i in sorted(range(len(durations)), key=lambda i: (durations[i], i)):
-        d = durations[i]
-        if windows and len(windows[-1]) < max_clips and seconds + gap + d <= max_seconds:
-            windows[-1].append(i)
-            seconds += gap + d
-        else:
-            windows.append([i])
-            seconds = d
-    return windows
+def clip_lengths(audios: list[np.ndarray], gap: float) -> list[int]:
+    """Encoder frames of each clip's own (its audio and ``gap`` seconds of padding, at most a window)."""
+    return [min(ENCODER_FRAMES, math.ceil(round((len(a) / SAMPLE_RATE + gap) * FRAMES_PER_SECOND, 6))) for a in audios]
 
 
 def clip_mels(processor, audios: list[np.ndarray], gap: float, device: torch.device,
@@ -87,114 +69,142 @@ def stem(encoder, mels: torch.Tensor) -> torch.Tensor:
     return F.gelu(encoder.conv2(x)).transpose(1, 2)
 
 
-def encode(encoder, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Whisper's encoder (eval mode) after the stem: ``embeds`` [W, ENCODER_FRAMES, d] plus the position
-    embeddings at ``positions`` [W, ENCODER_FRAMES], then every layer with ``mask`` (an attention bias)."""
-    hidden = embeds + encoder.embed_positions.weight[positions]
-    for layer in encoder.layers:
-        hidden = layer(hidden, mask)
-    return encoder.layer_norm(hidden)
+def _heads(attn, x: torch.Tensor) -> torch.Tensor:
+    """[B, T, d] -> [B, heads, T, head_dim]."""
+    return x.view(*x.shape[:2], attn.num_heads, attn.head_dim).transpose(1, 2)
 
 
-def encode_windows(whisper, processor, audios: list[np.ndarray], windows: list[list[int]],
-                   gap: float = PACK_GAP) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(encoder states [W, ENCODER_FRAMES, d] of the packed windows, for each clip of each window in
-    order the boolean [ENCODER_FRAMES] frames its tokens may attend to)."""
-    encoder = whisper.model.encoder
+def layer_forward(layer, hidden: torch.Tensor, mask: torch.Tensor | None = None,
+                  extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """One Whisper encoder layer (eval mode) on ``hidden`` [B, T, d]; its attention also sees ``extra``
+    keys and values ([B, heads, S, head_dim] each) after the rows' own, and ``mask`` [B, 1, T, T + S]
+    (True = attend) says which."""
+    attn = layer.self_attn
+    x = layer.self_attn_layer_norm(hidden)
+    q = _heads(attn, attn.q_proj(x) * attn.scaling)
+    k, v = _heads(attn, attn.k_proj(x)), _heads(attn, attn.v_proj(x))
+    if extra is not None:
+        k, v = torch.cat([k, extra[0].to(k.dtype)], 2), torch.cat([v, extra[1].to(v.dtype)], 2)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+    hidden = hidden + attn.out_proj(out.transpose(1, 2).reshape(hidden.shape))
+    return hidden + layer.fc2(layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden))))
+
+
+@dataclass
+class Silence:
+    """The encoder on a window of pure silence: per layer the keys and values [heads, 1500, head_dim] of its
+    attention, and the final states [1500, d]."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    final: torch.Tensor
+
+
+def encode_silence(encoder, value: float) -> Silence:
+    """:class:`Silence` of a 30 s window whose log-mels are all ``value``, encoded as Whisper encodes it."""
     param = next(encoder.parameters())
-    order = [i for w in windows for i in w]
-    stems = stem(encoder, clip_mels(processor, [audios[i] for i in order], gap, param.device, param.dtype))
-    silence = torch.full((1, encoder.conv1.in_channels, N_FRAMES), SILENCE_MEL, device=param.device,
-                         dtype=param.dtype)
-    silence = stem(encoder, silence)[0]
-    embeds, segments, positions, allowed = [], [], [], []
-    row = 0
-    for w in windows:
-        spans = clip_spans([len(audios[i]) / SAMPLE_RATE for i in w], gap)
-        frames = clip_frames(spans, spans[-1][1], gap)
-        segment, position = (t.to(param.device) for t in encoder_layout(frames, spans[-1][1]))
-        x = silence.clone()
-        for k in range(len(w)):
-            own = (segment == k).nonzero().flatten()
-            x[own] = stems[row + k, : len(own)]
-        row += len(w)
-        embeds.append(x)
-        segments.append(segment)
-        positions.append(position)
-        allowed.extend(frames.to(param.device))
-    segments_t = torch.stack(segments)
-    query, key = segments_t[:, :, None], segments_t[:, None, :]
-    sees = (query == key) | ((query >= 0) & (key < 0))  # a clip: itself and the silence; the silence: itself
-    mask = attention_bias(sees[:, None], check_attention(whisper, _FIX), compute_dtype(whisper, param.device))
-    return encode(encoder, torch.stack(embeds), torch.stack(positions), mask), allowed
+    mels = torch.full((1, encoder.conv1.in_channels, N_FRAMES), value, device=param.device, dtype=param.dtype)
+    hidden = stem(encoder, mels) + encoder.embed_positions.weight[:ENCODER_FRAMES]
+    keys, values = [], []
+    for layer in encoder.layers:
+        x = layer.self_attn_layer_norm(hidden)
+        keys.append(_heads(layer.self_attn, layer.self_attn.k_proj(x))[0])
+        values.append(_heads(layer.self_attn, layer.self_attn.v_proj(x))[0])
+        hidden = layer_forward(layer, hidden)
+    return Silence(keys, values, encoder.layer_norm(hidden)[0])
 
 
-def decode_windows(model, processor, audios: list[np.ndarray], windows: list[list[int]], language: str | None,
-                   budgets: list[int], gap: float = PACK_GAP) -> list[Decoded]:
-    """Greedy decoding of the clips of ``windows`` (indices into ``audios``), one row per clip, results in
-    the order of ``[i for w in windows for i in w]``; ``budgets`` are per clip in that order."""
+@dataclass
+class SilenceCache:
+    """:class:`Silence` by log-mel value, for one model with fixed weights (reuse it across the batches of one
+    evaluation; a model whose weights change needs a new cache). ``step``: values are rounded to it."""
+
+    step: float = SILENCE_STEP
+    silences: dict[float, Silence] = field(default_factory=dict)
+
+    def key(self, value: float) -> float:
+        return round(round(value / self.step) * self.step, 6)
+
+    def get(self, encoder, value: float) -> Silence:
+        key = self.key(value)
+        if key not in self.silences:
+            self.silences[key] = encode_silence(encoder, key)
+        return self.silences[key]
+
+
+def encode_clips(whisper, processor, audios: list[np.ndarray], gap: float = PACK_GAP,
+                 cache: SilenceCache | None = None) -> tuple[torch.Tensor, list[int]]:
+    """(encoder states [B, 1500, d] of every clip: its own frames, then the silence continuation, the
+    number of own frames of each clip); see the module docstring."""
+    encoder = whisper.model.encoder
+    cache = SilenceCache() if cache is None else cache
+    param = next(encoder.parameters())
+    mels = clip_mels(processor, audios, gap, param.device, param.dtype)
+    lengths = clip_lengths(audios, gap)
+    longest = max(lengths)
+    silences = [cache.get(encoder, v) for v in mels.flatten(1).amin(1).tolist()]  # the padding value
+    hidden = stem(encoder, mels)[:, :longest] + encoder.embed_positions.weight[:longest]
+    frame = torch.arange(longest, device=param.device)
+    n = torch.tensor(lengths, device=param.device)[:, None]
+    own = (frame[None, :] < n)[:, None, :].expand(-1, longest, -1)  # [B, T, T]: a row's own frames
+    after = (torch.arange(ENCODER_FRAMES, device=param.device)[None, :] >= n)[:, None, :]  # silence after the clip
+    mask = torch.cat([own, after.expand(-1, longest, -1)], 2)[:, None]
+    for i, layer in enumerate(encoder.layers):
+        extra = (torch.stack([s.keys[i] for s in silences]), torch.stack([s.values[i] for s in silences]))
+        hidden = layer_forward(layer, hidden, mask, extra)
+    hidden = encoder.layer_norm(hidden)
+    states = torch.stack([s.final for s in silences])
+    for b, length in enumerate(lengths):
+        states[b, :length] = hidden[b, :length]
+    return states, lengths
+
+
+def decode_clips(model, processor, audios: list[np.ndarray], language: str | None, budgets: list[int],
+                 gap: float = PACK_GAP, cache: SilenceCache | None = None) -> tuple[list[Decoded], torch.Tensor]:
+    """Greedy decoding of ``audios`` encoded together by :func:`encode_clips`: (results in input order, the
+    encoder states [B, 1500, d] they were decoded from)."""
     from transformers.modeling_outputs import BaseModelOutput
 
     whisper = model.get_base_model() if hasattr(model, "get_base_model") else model
-    hidden, allowed = encode_windows(whisper, processor, audios, windows, gap)
-    rows = [(w, k) for w in range(len(windows)) for k in range(len(windows[w]))]
-    length = max(int(a.sum()) for a in allowed)
-    states = hidden.new_zeros(len(rows), length, hidden.shape[-1])
-    keys = torch.zeros(len(rows), 1, 1, length, dtype=torch.bool, device=hidden.device)
-    for r, ((w, _), frames) in enumerate(zip(rows, allowed, strict=True)):
-        n = int(frames.sum())
-        states[r, :n] = hidden[w, frames]
-        keys[r, ..., :n] = True
-    with decoder_masks(whisper, None, keys, fix=_FIX):
-        return generate_from_encoder(model, processor, BaseModelOutput(last_hidden_state=states), language, budgets)
-
-
-def batches(windows: list[list[int]], batch_size: int) -> list[list[list[int]]]:
-    """Consecutive windows grouped into batches of at most ``batch_size`` clips (at least one window)."""
-    out: list[list[list[int]]] = []
-    n = batch_size
-    for w in windows:
-        if out and n + len(w) <= batch_size:
-            out[-1].append(w)
-            n += len(w)
-        else:
-            out.append([w])
-            n = len(w)
-    return out
+    states, _ = encode_clips(whisper, processor, audios, gap, cache)
+    decoded = generate_from_encoder(model, processor, BaseModelOutput(last_hidden_state=states), language, budgets)
+    return decoded, states
 
 
 @torch.inference_mode()
 def transcribe_packed(model, processor, audios: list[np.ndarray], language: str | None = "en",
                       batch_size: int = 16, max_new_tokens: int | list[int] = MAX_NEW_TOKENS,
                       num_beams: int = 1, progress: bool = True, max_seconds: float = PACK_SECONDS,
-                      gap: float = PACK_GAP) -> list[Decoded]:
-    """Decode many clips, several per encoder window (see the module docstring); results in input order.
+                      gap: float = PACK_GAP, cache: SilenceCache | None = None) -> list[Decoded]:
+    """Decode many clips, up to ``batch_size`` in one encoder pass (see the module docstring), in batches of
+    similar length; results in input order.
 
-    The options mean what they mean for :func:`kidwhisper.decode.transcribe_arrays`; ``batch_size`` bounds
-    the clips decoded together and the clips of one window. With ``num_beams > 1`` every clip gets a window
+    The options mean what they mean for :func:`kidwhisper.decode.transcribe_arrays`. Clips longer than
+    ``max_seconds``, and a batch of one clip, are decoded unpacked. ``cache`` keeps the silence encodings of
+    a model across calls (one is made per call without it). With ``num_beams > 1`` every clip gets a window
     of its own (``transcribe_arrays``).
     """
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
     if num_beams > 1:
         log.info("beam search decodes one clip per encoder window (packed decoding is greedy)")
         return transcribe_arrays(model, processor, audios, language, batch_size, budgets, num_beams, progress)
-    windows = plan_windows([len(a) / SAMPLE_RATE for a in audios], max_seconds, gap, batch_size)
-    log.info("packed decoding: %d clips in %d encoder windows", len(audios), len(windows))
+    cache = SilenceCache() if cache is None else cache
+    order = sorted(range(len(audios)), key=lambda i: (len(audios[i]), i))
+    long = [i for i in order if len(audios[i]) > max_seconds * SAMPLE_RATE]
+    short = [i for i in order if len(audios[i]) <= max_seconds * SAMPLE_RATE]
+    batches = [short[s : s + batch_size] for s in range(0, len(short), batch_size)]
+    batches += [long[s : s + batch_size] for s in range(0, len(long), batch_size)]
+    log.debug("packed decoding: %d clips, %d longer than %g s decoded unpacked", len(audios), len(long),
+              max_seconds)
     results: list[Decoded | None] = [None] * len(audios)
     with tqdm(total=len(audios), desc="decoding (packed)", unit="clip", disable=not progress) as bar:
-        for batch in batches(windows, batch_size):
-            singles = [w[0] for w in batch if len(w) == 1]
-            packed = [w for w in batch if len(w) > 1]
-            if singles:
-                decoded = decode_batch(model, processor, [audios[i] for i in singles], language,
-                                       [budgets[i] for i in singles])
-                for i, d in zip(singles, decoded, strict=True):
-                    results[i] = d
-            if packed:
-                order = [i for w in packed for i in w]
-                decoded = decode_windows(model, processor, audios, packed, language, [budgets[i] for i in order],
-                                         gap)
-                for i, d in zip(order, decoded, strict=True):
-                    results[i] = d
-            bar.update(sum(len(w) for w in batch))
+        for idx in batches:
+            clips, clip_budgets = [audios[i] for i in idx], [budgets[i] for i in idx]
+            if len(idx) == 1 or len(audios[idx[0]]) > max_seconds * SAMPLE_RATE:
+                decoded = decode_batch(model, processor, clips, language, clip_budgets)
+            else:
+                decoded, _ = decode_clips(model, processor, clips, language, clip_budgets, gap, cache)
+            for i, d in zip(idx, decoded, strict=True):
+                results[i] = d
+            bar.update(len(idx))
     return results  # type: ignore[return-value]

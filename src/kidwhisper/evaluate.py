@@ -56,7 +56,7 @@ from kidwhisper.data.manifest import (
     read_manifest,
 )
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
-from kidwhisper.decode_packed import transcribe_packed
+from kidwhisper.decode_packed import SilenceCache, transcribe_packed
 from kidwhisper.files import append_text, atomic_write_text, check_output_dir, writing
 from kidwhisper.metrics import UtteranceScore, score_utterance, summarize
 from kidwhisper.models.load import check_language, load_model
@@ -88,7 +88,7 @@ class EvalConfig:
     limit: int | None = None  # evaluate only the first N clips of the manifest
     backend: Literal["torch", "ct2"] = "torch"  # decoding engine: PyTorch generate, or CTranslate2 (same decoding)
     compute_type: str = "float32"  # ct2 only: float32 (greedy: token-identical to torch), int8, int8_float32, ...
-    pack: bool = False  # torch, greedy: several clips per encoder window, each decoded alone (kidwhisper.decode_packed)
+    pack: bool = False  # torch, greedy: the clips of a batch in one encoder pass, each decoded alone (kidwhisper.decode_packed)
     progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self):
@@ -219,10 +219,11 @@ def _decoder(config: EvalConfig):
     model, processor = load_model(config.model, config.adapter, config.device,
                                   merge=True)  # merged LoRA decodes at base-model speed
     device = str(next(model.parameters()).device)
-    if config.pack:  # several clips of the batch per encoder window
+    if config.pack:  # the clips of a batch in one encoder pass; the silence is encoded once for all batches
+        silence = SilenceCache()
         return (lambda audios: transcribe_packed(model, processor, audios, config.language, config.batch_size,
-                                                 config.max_new_tokens, config.beam_size, progress=False)), \
-            processor.tokenizer, device
+                                                 config.max_new_tokens, config.beam_size, progress=False,
+                                                 cache=silence)), processor.tokenizer, device
     return (lambda audios: decode_batch(model, processor, audios, config.language, config.max_new_tokens,
                                         config.beam_size)), processor.tokenizer, device
 

@@ -139,7 +139,7 @@ class TrainConfig:
     eval_every: int | None = None  # optimizer steps between dev-WER evaluations; None = once per epoch
     save_every: int | None = None  # steps between checkpoints; None = at every evaluation
     eval_batch_size: int = 16  # clips per batch when decoding dev
-    eval_pack: bool = False  # decode dev several clips per encoder window (kidwhisper.decode_packed)
+    eval_pack: bool = False  # decode the dev clips of a batch in one encoder pass (kidwhisper.decode_packed)
     patience: int | None = 3  # evaluations without a dev-WER improvement before stopping; None = never stop early
     dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
     language: str = "en"  # the language trained on and forced when decoding dev

@@ -108,7 +108,7 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
 def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
                  config: TrainConfig) -> tuple[float, int]:
     """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced; with ``eval_pack``
-    like ``evaluate --pack``, in windows of ``pack_seconds``) and the number of
+    like ``evaluate --pack``, clips longer than ``pack_seconds`` unpacked) and the number of
     clips whose decoding hit the token bound, i.e. runaway repetitions, which alone can move dev WER by
     many points on a small dev set."""
     if config.eval_pack:
