@@ -452,3 +452,33 @@ def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
     assert sorted(p.name for p in out.iterdir()) == [f"{Path(a).stem}.vtt", f"{Path(b).stem}.vtt"]
     vtt = (out / f"{Path(a).stem}.vtt").read_text()
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt
+
+
+@pytest.mark.slow
+def test_packed_transcribe_of_short_files_is_packed_evaluate_and_leaves_long_files(
+        results, audio_files, kids_manifest, kids_test_clips, tmp_path, monkeypatch):
+    """transcribe --pack: the short files of a batch share one encoder pass and give the text ``evaluate
+    --pack`` gives them; a file longer than a window is decoded as without --pack."""
+    import kidwhisper.transcribe as tr
+    from kidwhisper.evaluate import EvalConfig, evaluate
+
+    packed_batches = []
+
+    def spy(net, processor, audios, *args, **kwargs):
+        packed_batches.append(len(audios))
+        return decode_clips(net, processor, audios, *args, **kwargs)
+
+    decode_clips = tr.decode_clips
+    monkeypatch.setattr(tr, "decode_clips", spy)
+    shorts = [path for _, path, _ in kids_test_clips]
+    packed = transcribe([*shorts, audio_files["long"]], "whisper-tiny.en", device="cpu", batch_size=len(shorts),
+                        progress=False, pack=True)
+    assert packed_batches == [len(shorts)]
+    evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(tmp_path / "eval"),
+                        device="cpu", batch_size=len(shorts), pack=True, progress=False))
+    lines = (tmp_path / "eval" / "utterances.jsonl").read_text().splitlines()
+    hyps = {u["id"]: u["hyp"] for u in map(json.loads, lines)}
+    assert [r["text"] for r in packed[:-1]] == [hyps[u] for u, _, _ in kids_test_clips]
+    assert all(r["segments"] and r["segments"][-1]["end"] <= r["duration"] for r in packed[:-1])  # aligned cues
+    assert packed[-1]["windows"] == results["long"]["windows"]
+    assert packed[-1]["segments"] == results["long"]["segments"]

@@ -222,6 +222,9 @@ def _transcribe_args(p):
                    help="write one OUTPUT_DIR/<stem>.<ext> per input (txt/json/srt/vtt) instead of printing")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    p.add_argument("--pack", action="store_true",
+                   help="decode the short files (one window of <= 25 s) of a batch in one encoder pass, as "
+                        "evaluate --pack does")
 
 
 @command("transcribe", "transcribe audio files with a (tuned) model: text, JSON, SRT or WebVTT")
@@ -238,7 +241,7 @@ def cmd_transcribe(args) -> int:
                               output_format=args.output_format, device=args.device, batch_size=args.batch_size,
                               progress=not args.quiet, word_timestamps=args.word_timestamps,
                               timestamps=args.output_format != "text" or args.word_timestamps,
-                              output_dir=args.output_dir)
+                              output_dir=args.output_dir, pack=args.pack)
     if args.output_dir:
         for _ in results:
             pass  # each file is written as it finishes

@@ -14,7 +14,9 @@ so a pause between words is preferred over a cut through a word. The next window
 previous one ended; no audio is dropped or decoded twice. Every window is decoded independently with
 :func:`kidwhisper.decode.decode_batch` (greedy, no timestamp tokens, no previous-text prompt), exactly
 as ``kidwhisper evaluate`` decodes; windows of consecutive files share batches, and each file's result
-is yielded (or written) as soon as its last window is decoded.
+is yielded (or written) as soon as its last window is decoded. With ``pack``, the files of a batch that
+are one window of at most ``PACK_SECONDS`` share one encoder pass, decoded as ``evaluate --pack`` decodes
+(:mod:`kidwhisper.decode_packed`); the windows of longer files are decoded as without it.
 
 Timestamps: the decoded text of each window is aligned to its audio (:mod:`kidwhisper.timestamps`:
 Whisper's cross-attention alignment heads + dynamic time warping, word edges moved out of pauses) and
@@ -49,6 +51,7 @@ from tqdm.auto import tqdm
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration, stream_audio
 from kidwhisper.config import ConfigError
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
+from kidwhisper.decode_packed import PACK_SECONDS, SilenceCache, decode_clips
 from kidwhisper.files import atomic_write_text, check_output_dir
 from kidwhisper.models.load import check_language, is_multilingual, load_model
 from kidwhisper.timestamps import (
@@ -190,7 +193,9 @@ class _Batcher:
     batch_size: int
     max_new_tokens: int
     timestamps: bool
+    pack: bool = False  # short files (one window of <= PACK_SECONDS) of a batch share one encoder pass
     pending: list[tuple[_Window, np.ndarray]] = field(default_factory=list)
+    silence: SilenceCache = field(default_factory=SilenceCache)  # the packed encoder's silence, kept across batches
 
     def add(self, window: _Window, samples: np.ndarray) -> None:
         window.queued = True
@@ -201,14 +206,28 @@ class _Batcher:
     def flush(self) -> None:
         if not self.pending:
             return
-        windows, audios = zip(*self.pending, strict=True)
+        windows, audios = (list(x) for x in zip(*self.pending, strict=True))
         self.pending = []
-        with _encoder_output(self.net) as encoded:
-            decoded = decode_batch(self.net, self.processor, list(audios), self.language, self.max_new_tokens)
-        for w, d in zip(windows, decoded, strict=True):
-            w.decoded = d
+        packed = [i for i, (w, a) in enumerate(zip(windows, audios, strict=True))
+                  if self.pack and w.start == 0 and len(a) <= PACK_SECONDS * SAMPLE_RATE]
+        packed = packed if len(packed) > 1 else []
+        alone = [i for i in range(len(windows)) if i not in set(packed)]
+        states: list[torch.Tensor | None] = [None] * len(windows)
+        if alone:
+            with _encoder_output(self.net) as encoded:
+                decoded = decode_batch(self.net, self.processor, [audios[i] for i in alone], self.language,
+                                       self.max_new_tokens)
+            for i, d, e in zip(alone, decoded, encoded["out"], strict=True):
+                windows[i].decoded, states[i] = d, e
+        if packed:
+            with torch.inference_mode():
+                decoded, encoded_packed = decode_clips(self.net, self.processor, [audios[i] for i in packed],
+                                                       self.language, [self.max_new_tokens] * len(packed),
+                                                       cache=self.silence)
+            for i, d, e in zip(packed, decoded, encoded_packed, strict=True):
+                windows[i].decoded, states[i] = d, e
         if self.timestamps:
-            self._align(list(windows), list(audios), encoded["out"])
+            self._align(windows, audios, torch.stack(states))
 
     def _align(self, windows: list[_Window], audios: list[np.ndarray], encoded: torch.Tensor) -> None:
         keep = [i for i, w in enumerate(windows) if w.decoded.tokens]
@@ -244,17 +263,18 @@ def _encoder_output(net) -> Iterator[dict]:
 def transcribe(files: str | Path | Sequence[str | Path], model: str, adapter: str | None = None,
                language: str = "en", output_format: OutputFormat = "text", device: str = "auto",
                batch_size: int = 8, progress: bool = True, word_timestamps: bool = False,
-               timestamps: bool = True, output_dir: str | Path | None = None) -> list[dict]:
+               timestamps: bool = True, output_dir: str | Path | None = None, pack: bool = False) -> list[dict]:
     """Transcribe audio files of any length with ``model`` (+ LoRA ``adapter``); the list of
     :func:`transcribe_iter` results."""
     return list(transcribe_iter(files, model, adapter, language, output_format, device, batch_size, progress,
-                                word_timestamps, timestamps, output_dir))
+                                word_timestamps, timestamps, output_dir, pack))
 
 
 def transcribe_iter(files: str | Path | Sequence[str | Path], model: str, adapter: str | None = None,
                     language: str = "en", output_format: OutputFormat = "text", device: str = "auto",
                     batch_size: int = 8, progress: bool = True, word_timestamps: bool = False,
-                    timestamps: bool = True, output_dir: str | Path | None = None) -> Iterator[dict]:
+                    timestamps: bool = True, output_dir: str | Path | None = None,
+                    pack: bool = False) -> Iterator[dict]:
     """Transcribe audio files of any length, yielding each file's result as soon as it is decoded.
 
     A result is a dict: ``file``, ``duration`` (s), ``language`` (of the first decoded window), ``text``,
@@ -262,8 +282,8 @@ def transcribe_iter(files: str | Path | Sequence[str | Path], model: str, adapte
     ``end``, ``text``) and ``segments``: phrase cues (``id``, ``start``, ``end``, ``text``, plus ``words``
     with ``word``, ``start``, ``end``, ``probability`` when ``word_timestamps``), or one segment per window
     when ``timestamps`` is False. With ``output_dir`` each result is also written there as
-    ``<stem>.<ext>`` in ``output_format`` (:func:`write_result`). Options, paths and files are checked
-    before the model is loaded.
+    ``<stem>.<ext>`` in ``output_format`` (:func:`write_result`). With ``pack``, short files share encoder
+    passes (see the module docstring). Options, paths and files are checked before the model is loaded.
     """
     if output_format not in OUTPUT_FORMATS:
         raise ConfigError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -278,7 +298,7 @@ def transcribe_iter(files: str | Path | Sequence[str | Path], model: str, adapte
     net, processor = load_model(model, adapter, device, merge=True)  # merged LoRA decodes at base speed
     results = stream_transcripts(net, processor, paths, paths, language, batch_size, progress,
                                  model + (f" + {adapter}" if adapter else ""), MAX_NEW_TOKENS,
-                                 timestamps or word_timestamps, word_timestamps, durations)
+                                 timestamps or word_timestamps, word_timestamps, durations, pack)
     for i, result in enumerate(results):
         if targets is not None:
             write_result(result, targets[i], output_format)
@@ -288,23 +308,24 @@ def transcribe_iter(files: str | Path | Sequence[str | Path], model: str, adapte
 def transcribe_loaded(net, processor, paths: Sequence[str | Path], audios: Sequence[np.ndarray],
                       language: str | None = "en", batch_size: int = 8, progress: bool = True,
                       name: str = "the model", max_new_tokens: int = MAX_NEW_TOKENS,
-                      timestamps: bool = True, word_timestamps: bool = False) -> list[dict]:
+                      timestamps: bool = True, word_timestamps: bool = False, pack: bool = False) -> list[dict]:
     """:func:`transcribe` with a loaded (model, processor) and loaded 16 kHz audio (one per path).
 
     ``max_new_tokens`` bounds the text of each window (Whisper's own 224 by default).
     """
     return list(stream_transcripts(net, processor, paths, audios, language, batch_size, progress, name,
-                                   max_new_tokens, timestamps or word_timestamps, word_timestamps))
+                                   max_new_tokens, timestamps or word_timestamps, word_timestamps, pack=pack))
 
 
 def stream_transcripts(net, processor, paths: Sequence[str | Path], sources: Sequence[str | Path | np.ndarray],
                        language: str | None, batch_size: int, progress: bool, name: str, max_new_tokens: int,
                        timestamps: bool, word_timestamps: bool,
-                       durations: Sequence[float | None] | None = None) -> Iterator[dict]:
+                       durations: Sequence[float | None] | None = None, pack: bool = False) -> Iterator[dict]:
     """Read each source (a file path or a 16 kHz array) window by window, decode the windows of all files in
-    batches of ``batch_size``, and yield one result per file, in order, as soon as its last window is done."""
+    batches of ``batch_size`` (short files packed with ``pack``), and yield one result per file, in order,
+    as soon as its last window is done."""
     forced = _check_language(net, language, name)
-    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps)
+    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps, pack)
     if durations is None:
         durations = [len(s) / SAMPLE_RATE if isinstance(s, np.ndarray) else None for s in sources]
     known = None if any(d is None for d in durations) else round(sum(durations), 1)
