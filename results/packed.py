@@ -4,7 +4,9 @@ For every ``ROOT/<model>/<set>/{unpacked,packed}`` pair: both WERs (Whisper-norm
 95 % CI), packed minus unpacked with its paired speaker-bootstrap 95 % CI
 (:func:`kidwhisper.report.render.paired_eval_difference`), the clips whose normalized transcripts differ,
 hallucination and truncation counts, decode wall time, and whether packing is as accurate (the CI of the
-difference includes 0 and the difference is within ``TOLERANCE``).
+difference includes 0 and the difference is within ``TOLERANCE``). With the default ROOT it also takes the
+dev-evaluation times of ``results/packed_time.py`` (``dev_eval_time.json``) and replaces the text between
+``<!-- packed:start`` and ``<!-- packed:end -->`` in README.md with the table of both.
 
     python results/packed.py [ROOT]     (default results/packed)
 """
@@ -45,22 +47,72 @@ def pair(unpacked: Path, packed: Path) -> dict:
             "n_changed_transcripts": len(changed), "changed_ids": changed}
 
 
+LAYOUTS = {  # evaluation dir -> the packed layout that wrote it
+    "packed": "silence continuation",
+    "packed-windows": "shared windows (commit b197eea)",  # clips end to end, trailing silence block at 25-30 s
+}
+
+
 def collect(root: Path) -> dict:
     rows = []
     for unpacked in sorted(root.glob("*/*/unpacked")):
-        packed = unpacked.parent / "packed"
-        if (unpacked / "summary.json").is_file() and (packed / "summary.json").is_file():
-            rows.append({"model": unpacked.parent.parent.name, "set": unpacked.parent.name, **pair(unpacked, packed)})
+        for name, layout in LAYOUTS.items():
+            packed = unpacked.parent / name
+            if (unpacked / "summary.json").is_file() and (packed / "summary.json").is_file():
+                rows.append({"model": unpacked.parent.parent.name, "set": unpacked.parent.name, "layout": layout,
+                             **pair(unpacked, packed)})
     return {"rows": rows, "tolerance": TOLERANCE, "command": "bash results/packed.sh"}
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def table(result: dict, timing: dict | None) -> str:
+    """The README's packed-decoding table (and the dev-evaluation minutes when measured)."""
+    lines = ["| model | set (clips) | packed layout | WER % unpacked | packed | packed minus unpacked, points "
+             "(paired 95 % CI) | hallucination flags unpacked / packed | transcripts changed |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    names = {"stock": "stock whisper-base", "tuned": "`models/whisper-base-kids`"}
+    order = {"kids-dev": 0, "kids-test": 1, "adults-test": 2}
+    layouts = list(LAYOUTS.values())
+    for r in sorted(result["rows"], key=lambda r: (r["model"], order.get(r["set"], 9), r["set"],
+                                                    layouts.index(r["layout"]))):
+        d = r["packed_minus_unpacked"]
+        lines.append(f"| {names.get(r['model'], r['model'])} | {r['set']} ({r['packed']['n_utts']}) | {r['layout']} | "
+                     f"{_pct(r['unpacked']['wer'])} | {_pct(r['packed']['wer'])} | {100 * d['wer']:+.1f} "
+                     f"({100 * d['ci'][0]:+.1f} to {100 * d['ci'][1]:+.1f}) | {r['unpacked']['hallucinations']} / "
+                     f"{r['packed']['hallucinations']} | {r['n_changed_transcripts']} |")
+    if timing:
+        u, p = timing["unpacked"], timing["packed"]
+        lines += ["", f"Dev evaluation of `models/whisper-base-kids` on kids dev ({u['n_utts']} clips, "
+                  f"`{timing['command'].strip()}`, one run each on {timing['cores']} shared cores, load average "
+                  f"{u['load_average_before']} and {p['load_average_before']} before the runs): "
+                  f"{u['minutes']:.1f} min unpacked, {p['minutes']:.1f} min packed ({timing['speedup']}x)."]
+    return "\n".join(lines)
+
+
+def _replace(text: str, marker: str, body: str) -> str:
+    if f"<!-- {marker}:start" not in text:
+        return text
+    start = text.index("-->", text.index(f"<!-- {marker}:start")) + 3
+    end = text.index(f"<!-- {marker}:end -->")
+    return text[:start] + "\n" + body + "\n" + text[end:]
+
+
 def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "results" / "packed"
+    default = ROOT / "results" / "packed"
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     result = collect(root)
     (root / "packed.json").write_text(json.dumps(result, indent=2) + "\n")
+    if root == default:
+        timing_file = root / "dev_eval_time.json"
+        timing = json.loads(timing_file.read_text()) if timing_file.is_file() else None
+        readme = ROOT / "README.md"
+        readme.write_text(_replace(readme.read_text(), "packed", table(result, timing)))
     for r in result["rows"]:
         d = r["packed_minus_unpacked"]
-        print(f"{r['model']:>6} {r['set']:<12} unpacked {100 * r['unpacked']['wer']:5.1f} %  packed "
+        print(f"{r['model']:>6} {r['set']:<12} {r['layout'][:7]:<7} unpacked {100 * r['unpacked']['wer']:5.1f} %  packed "
               f"{100 * r['packed']['wer']:5.1f} %  diff {100 * d['wer']:+.2f} ({100 * d['ci'][0]:+.2f} to "
               f"{100 * d['ci'][1]:+.2f})  {r['n_changed_transcripts']} changed  x{r['speedup']} faster  "
               f"as accurate: {r['as_accurate']}")

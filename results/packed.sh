@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packed against one-clip-per-window decoding (issue 17): evaluate stock whisper-base and the recommended
-# adapter (models/whisper-base-kids) on kids test and adults test with and without --pack, then pair them
-# clip by clip (results/packed.py -> results/packed/packed.json). Evaluations already finished are skipped.
+# adapter (models/whisper-base-kids) on kids dev, kids test and adults test with and without --pack, then pair
+# them clip by clip (results/packed.py -> results/packed/packed.json and the README table). Evaluations already
+# finished are skipped.
 # Run results/baselines.sh first (it prepares data/).
 # Usage: bash results/packed.sh
 # Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
 OUT=${OUT:-results/packed}
-SETS=${SETS:-"kids-test adults-test"}
+SETS=${SETS:-"kids-dev kids-test adults-test"}
 MODEL=${MODEL:-whisper-base}
 ADAPTER=${ADAPTER-models/whisper-base-kids}
 LIMIT=${LIMIT:-}

@@ -1,0 +1,60 @@
+"""Minutes of the recommended model's dev evaluation, unpacked and packed (results/packed/dev_eval_time.json).
+
+Training evaluates dev WER every half epoch (``kidwhisper train``, ``--eval-pack`` for packed decoding); this
+times the same decoding with ``kidwhisper evaluate`` on kids dev, one run each, one after the other, under
+``nice -n 5``: the decode wall time of each (``summary.json``'s ``wall_seconds``, model loading excluded) and
+the 1-minute load average before each run, since the 2 cores are shared with other jobs.
+
+    python results/packed_time.py [--data data/kids-dev] [--adapter models/whisper-base-kids] [--keep DIR]
+
+``--keep DIR`` keeps both evaluations in DIR/packed and DIR/unpacked (else they go to a temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "packed" / "dev_eval_time.json"
+
+
+def run(args: list[str], out: Path) -> dict:
+    command = ["nice", "-n", "5", sys.executable, "-m", "kidwhisper", "evaluate", *args, "--out", str(out), "-q"]
+    load = os.getloadavg()[0]
+    subprocess.run(command, check=True, cwd=ROOT)
+    s = json.loads((out / "summary.json").read_text())
+    return {"wall_seconds": s["wall_seconds"], "minutes": round(s["wall_seconds"] / 60, 2), "n_utts": s["n_utts"],
+            "wer": s["wer"]["whisper"]["wer"], "hallucinations": s["flags"]["hallucination"],
+            "load_average_before": round(load, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="data/kids-dev")
+    ap.add_argument("--model", default="whisper-base")
+    ap.add_argument("--adapter", default="models/whisper-base-kids")
+    ap.add_argument("--keep", help="keep the evaluations in KEEP/packed and KEEP/unpacked")
+    a = ap.parse_args()
+    args = ["--model", a.model, "--adapter", a.adapter, "--data", a.data]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(a.keep or tmp)
+        packed = run([*args, "--pack"], out / "packed")
+        unpacked = run(args, out / "unpacked")
+    result = {"command": "python results/packed_time.py " + shlex.join(sys.argv[1:]),
+              "evaluate": "nice -n 5 kidwhisper evaluate " + shlex.join(args) + " [--pack]",
+              "cores": os.cpu_count(), "unpacked": unpacked, "packed": packed,
+              "speedup": round(unpacked["wall_seconds"] / packed["wall_seconds"], 2),
+              "note": "one run each on a shared machine: other jobs ran at the same time (load average)"}
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
