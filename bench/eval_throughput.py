@@ -2,8 +2,8 @@
 
 Compares, on the first N clips of a manifest (default: 100 kids-test clips), with whisper-base, English,
 greedy, no timestamps:
-  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), ``--pack`` (several clips per encoder
-    window, :mod:`kidwhisper.decode_packed`), and ``--backend ct2`` in float32 and int8 (the same batched
+  - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), ``--pack`` (the clips of a batch in
+    one encoder pass, :mod:`kidwhisper.decode_packed`), and ``--backend ct2`` in float32 and int8 (the same batched
     decoding and front end on CTranslate2);
   - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe
     (greedy: ``num_beams=1``; the pipeline's own default is 5 beams);
