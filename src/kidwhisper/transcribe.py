@@ -217,8 +217,10 @@ class _Batcher:
             with _encoder_output(self.net) as encoded:
                 decoded = decode_batch(self.net, self.processor, [audios[i] for i in alone], self.language,
                                        self.max_new_tokens)
-            for i, d, e in zip(alone, decoded, encoded["out"], strict=True):
-                windows[i].decoded, states[i] = d, e
+            for k, (i, d) in enumerate(zip(alone, decoded, strict=True)):
+                windows[i].decoded = d
+                if self.timestamps:
+                    states[i] = encoded["out"][k]
         if packed:
             with torch.inference_mode():
                 decoded, encoded_packed = decode_clips(self.net, self.processor, [audios[i] for i in packed],
