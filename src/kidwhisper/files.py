@@ -8,9 +8,12 @@ by other libraries (``save_pretrained``, the CTranslate2 converter) are wrapped 
 translates their errors the same way. On failure no ``.tmp`` file is left behind: a temp file is removed,
 and a temp directory is removed by the code that made it.
 
+Whole directories (a converted model, an export, the best weights of a run) are written with
+:func:`replacing_dir`: into a new temp directory next to the target, renamed into place when complete.
+
 Files and directories get the permissions any other tool gives them under the process umask (0644 and 0755
-under the usual 022): temp files and directories (which :mod:`tempfile` creates private, 0600 / 0700) are
-widened to that before they are renamed into place.
+under the usual 022): temp files and directories (which :mod:`tempfile` creates private, 0600 / 0700) stay
+private while they are written and are widened to that just before they are renamed into place.
 """
 
 from __future__ import annotations
@@ -61,11 +64,64 @@ def current_umask() -> int:
 
 
 def temp_dir(prefix: str, dir: str | Path, suffix: str = ".tmp") -> Path:
-    """A new temp directory in ``dir`` (to be renamed into place when complete) with the mode a plain
-    ``mkdir`` would give it under the umask, not tempfile's private 0700."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
-    os.chmod(path, 0o777 & ~current_umask())
-    return path
+    """A new private (0700) temp directory in ``dir``, to be renamed into place when complete
+    (:func:`replacing_dir` gives it the umask's mode first)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
+
+
+def _old_dir(final: Path) -> Path:
+    """Where :func:`replacing_dir` keeps the previous ``final`` between its two renames."""
+    return final.with_name(f".{final.name}.old")
+
+
+@contextlib.contextmanager
+def replacing_dir(final: str | Path) -> Iterator[Path]:
+    """Write directory ``final`` atomically: the block fills the temp directory it is given (next to
+    ``final``, from :func:`temp_dir`); when the block completes, the temp directory gets the mode ``mkdir``
+    would give it under the umask and is renamed to ``final``, a previous ``final`` being moved aside first
+    and deleted once the new one is in place.
+
+    When the block (or a rename) fails, the temp directory is removed and a previous ``final`` stays as it
+    was; errors that mean "cannot write" become OutputError / DiskFullError naming ``final``
+    (:func:`writing`). A kill between the two renames leaves the previous directory as ``.<name>.old``,
+    which :func:`restore_dir` puts back.
+    """
+    final = Path(final)
+    old = _old_dir(final)
+    with writing(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir(f".{final.name}.", final.parent)
+    moved = False
+    try:
+        with writing(final):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~current_umask())
+            if final.exists():
+                if old.exists():
+                    _remove(old)  # left by a kill between the renames, and final exists: stale
+                os.replace(final, old)
+                moved = True
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        if moved and not final.exists():
+            os.replace(old, final)
+        raise
+    if moved:
+        _remove(old)
+
+
+def restore_dir(final: str | Path) -> None:
+    """Put back ``final`` from the copy a kill inside :func:`replacing_dir` left between its two renames,
+    and remove the temp directories a killed :func:`replacing_dir` left next to it (so call it only where
+    no other process is writing ``final``, e.g. in a run directory on resume)."""
+    final = Path(final)
+    old = _old_dir(final)
+    if old.is_dir() and not final.exists():
+        os.replace(old, final)
+    if final.parent.is_dir():
+        for leftover in final.parent.glob(f".{final.name}.*.tmp"):
+            _remove(leftover)
 
 
 def _remove(path: Path) -> None:
