@@ -19,7 +19,7 @@ import yaml
 from safetensors.torch import load_file
 
 from kidwhisper.config import ConfigError, from_dict
-from kidwhisper.train import loop
+from kidwhisper.train import loop, runtime
 from kidwhisper.train.config import LoraConfig, TrainConfig
 from kidwhisper.train.loop import Trainer, train
 from kidwhisper.train.strategies import trainable_state_dict
@@ -451,7 +451,7 @@ def test_pack_modes_agree_when_every_clip_is_alone(make_config):
 
 def test_mixed_precision_auto_is_bf16_only_where_native(make_config):
     summary = train(make_config("auto", mixed_precision="auto", max_steps=2, eval_every=2))
-    assert summary["mixed_precision"] == ("bf16" if loop.cpu_bf16_supported() else "no")
+    assert summary["mixed_precision"] == ("bf16" if runtime.cpu_bf16_supported() else "no")
     assert summary["steps"] == 2 and summary["best_dev_wer"] > 0  # dev decoded (in float32) after bf16 steps
     assert TrainConfig(model="m", train="t", dev="d", out="o").mixed_precision == "auto"
 

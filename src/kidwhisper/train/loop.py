@@ -1,7 +1,7 @@
 """``kidwhisper train``: one training loop for every strategy, on ``accelerate``.
 
 The same code runs on one CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``; gloo on
-CPU): AdamW over the trainable parameters (:mod:`kidwhisper.train.strategies`), linear warmup + cosine
+CPU; :mod:`kidwhisper.train.runtime` sets up the accelerator, precision and workers): AdamW over the trainable parameters (:mod:`kidwhisper.train.strategies`), linear warmup + cosine
 decay, gradient accumulation and clipping, a fixed seed, and model selection by **dev WER** (decoded with
 :func:`kidwhisper.decode.transcribe_arrays`, exactly as ``kidwhisper evaluate`` decodes; the main process
 decodes while the others wait), with early stopping after ``patience`` evaluations without improvement.
@@ -25,8 +25,8 @@ Run directory::
     RUN_DIR/model/                 full/encoder/decoder: best dev-WER model (safetensors + processor +
                                    generation config with language/task)
     RUN_DIR/checkpoints/last/      trainable.safetensors, optimizer.pt, scheduler.pt, rng_rank<R>.json,
-                                   trainer_state.json (data position, best WER, patience),
-                                   checksums.sha256; replaced atomically, read by ``resume=True``
+                                   trainer_state.json (checkpoint.TrainerState: data position, best WER,
+                                   patience), checksums.sha256; replaced atomically, read by ``resume=True``
     RUN_DIR/checkpoints/previous/  the checkpoint before it, the fallback when ``last`` is damaged
                                    (:mod:`kidwhisper.train.checkpoint`)
     RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
@@ -51,14 +51,10 @@ import contextlib
 import json
 import logging
 import math
-import os
 import random
-import resource
 import shutil
-import sys
 import time
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +83,7 @@ from kidwhisper.files import (
     writing,
 )
 from kidwhisper.metrics import corpus_wer, is_empty
-from kidwhisper.models.load import check_language, load_model, resolve_device
+from kidwhisper.models.load import check_language, load_model
 from kidwhisper.text import normalize
 from kidwhisper.train import batching
 from kidwhisper.train import checkpoint as ckpt_io
@@ -95,6 +91,13 @@ from kidwhisper.train.augment import ClipAugment
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
 from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
+from kidwhisper.train.runtime import (
+    TENSORBOARD_DIR,
+    enable_checkpointing,
+    make_accelerator,
+    peak_memory_mb,
+    resolve_num_workers,
+)
 from kidwhisper.train.strategies import apply_strategy, parameter_count, trainable_state_dict
 
 log = logging.getLogger(__name__)
@@ -125,48 +128,7 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     return wer, truncated
 
 
-def enable_checkpointing(model) -> None:
-    """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version has
-    (``gradient_checkpointing_enable`` is the deprecated alias in newer ones)."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard/: the event files of --report-to tensorboard
-
-
-def check_tracker(report_to: str) -> None:
-    """ConfigError naming the fix when ``--report-to`` asks for a tracker whose package is not installed."""
-    if report_to == "tensorboard":
-        from accelerate.utils import is_tensorboard_available
-
-        if not is_tensorboard_available():
-            raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install "
-                              "'kidwhisper[tensorboard]' (or pip install tensorboard), or pass --report-to none")
-
-
 ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
-
-
-def resolve_num_workers(num_workers: int | None, device: torch.device, world_size: int = 1) -> int:
-    """``--num-workers``, or for None: 0 on CPU (training uses every core; reading and log-mels take a few
-    percent of a step) and on an accelerator up to 4 per process from the cores this process may use."""
-    if num_workers is not None:
-        return num_workers
-    if device.type == "cpu":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(4, cores // world_size - 1))
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere bf16 autocast
-    would be emulated and slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -179,12 +141,6 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def peak_memory_mb() -> dict[str, float | None]:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mb": round(rss, 1), "peak_cuda_mb": None if cuda is None else round(cuda, 1)}
-
-
 class Trainer:
     """Holds the state of one run; :func:`train` is ``Trainer(config, resume).fit()``."""
 
@@ -194,30 +150,6 @@ class Trainer:
         self.out = Path(config.out)
 
     # ------------------------------------------------------------------------------------------- setup
-    def _accelerator(self):
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState
-        from accelerate.utils import InitProcessGroupKwargs
-
-        device = resolve_device(self.config.device)
-        mp = self.config.mixed_precision
-        if mp == "auto":
-            native = (cpu_bf16_supported() if device.type == "cpu"
-                      else device.type == "cuda" and torch.cuda.is_bf16_supported())
-            mp = "bf16" if native else "no"
-            log.info("--mixed-precision auto: %s on %s", mp if native else "float32", device.type)
-        if mp != "no" and device.type == "cpu" and not (mp == "bf16" and cpu_bf16_supported()):
-            log.info("--mixed-precision %s ignored on this CPU (bf16 needs AVX512-BF16 or AMX): training in "
-                     "float32", mp)
-            mp = "no"
-        check_tracker(self.config.report_to)
-        AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
-        # The other processes wait at a barrier while the main one decodes the dev set: allow for a slow one.
-        wait = InitProcessGroupKwargs(timeout=timedelta(hours=4))
-        tracking = {"log_with": "tensorboard", "project_dir": str(self.out)} if self.config.report_to == "tensorboard" \
-            else {}
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait], **tracking)
-
     def _check_run_dir(self) -> None:
         """--out, --language and the run directory against --resume, before any model or data is loaded;
         on resume, the checkpoint to continue from (``self.ckpt``)."""
@@ -304,7 +236,7 @@ class Trainer:
         from transformers import get_cosine_schedule_with_warmup
 
         c = self.config
-        self.acc = acc = self._accelerator()
+        self.acc = acc = make_accelerator(c, self.out)
         # Other processes log warnings only (tagged with their rank), the main process logs everything.
         self.log = log if acc.is_main_process else logging.getLogger(f"{__name__}.rank{acc.process_index}")
         if not acc.is_main_process:
