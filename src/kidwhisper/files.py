@@ -12,8 +12,9 @@ Whole directories (a converted model, an export, the best weights of a run) are 
 :func:`replacing_dir`: into a new temp directory next to the target, renamed into place when complete.
 
 Files and directories get the permissions any other tool gives them under the process umask (0644 and 0755
-under the usual 022): temp files and directories (which :mod:`tempfile` creates private, 0600 / 0700) stay
-private while they are written and are widened to that just before they are renamed into place.
+under the usual 022). :mod:`tempfile` creates them private (0600 / 0700): a temp file gets the umask's mode
+as soon as it is made, a temp directory stays private while it is written and gets it just before it is
+renamed into place.
 """
 
 from __future__ import annotations
