@@ -15,6 +15,10 @@ decoding. The result JSON lists every run and the ratio of each size's peak RSS 
 
     python bench/scale.py --train data/kids-train --dev data/kids-dev --model whisper-base \\
         --hours 1 10 100 --steps 20 --eval-clips 200 --out-dir runs/bench-scale --out bench/results/scale.json
+
+``--before-src DIR/src --before-commit C`` runs the smallest size a second time with another version's code
+(``git worktree add --detach DIR C``), side by side. Every audio file is read once before the first
+measurement (``--cold`` skips that), so no size pays the disk reads the others find in the page cache.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ def write_repeated_manifest(src: Path, hours: float, out: Path) -> dict:
                 f.write(json.dumps(clip.to_json(), ensure_ascii=False) + "\n")
                 n += 1
     return {"manifest": str(out), "copies": copies, "n_clips": n, "hours": round(copies * seconds / 3600, 3)}
+
+
+def warm_page_cache(manifest: Path) -> None:
+    """Read every audio file of ``manifest`` once, so that the first size measured does not pay cold reads."""
+    from kidwhisper.data.manifest import audio_path, iter_manifest, resolve_manifest_path
+
+    src = resolve_manifest_path(manifest)
+    for clip in iter_manifest(src):
+        audio_path(clip, src).read_bytes()
 
 
 def _tree_rss(proc) -> int:
@@ -92,8 +105,8 @@ def measure(cmd: list[str], env: dict) -> dict:
             "peak_tree_rss_mb": round(peak[0] / 2**20, 1)}
 
 
-def run_size(args, hours: float, env: dict) -> dict:
-    out = Path(args.out_dir) / f"{hours:g}h"
+def run_size(args, hours: float, env: dict, label: str = "") -> dict:
+    out = Path(args.out_dir) / f"{hours:g}h{label}"
     row = {"size_hours": hours, **write_repeated_manifest(Path(args.train), hours, out / "manifest.jsonl")}
     kw = ["-m", "kidwhisper"]
     train_cmd = [sys.executable, *kw, "train", "-q", "--model", args.model, "--train", row["manifest"], "--dev", args.dev,
@@ -127,12 +140,23 @@ def main() -> None:
     p.add_argument("--eval-clips", type=int, default=200, help="clips evaluated at every size")
     p.add_argument("--dev-clips", type=int, default=16, help="dev clips decoded once at the end of training")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the measured commands")
+    p.add_argument("--before-src", help="a source tree (the src/ of a checkout of an earlier commit) whose "
+                   "train/evaluate also run the smallest size, side by side: the comparison with that version")
+    p.add_argument("--before-commit", default="", help="that tree's commit, recorded in the JSON")
+    p.add_argument("--cold", action="store_true", help="do not read the audio files once before measuring")
     p.add_argument("--out-dir", default="runs/bench-scale")
     p.add_argument("--out", default="bench/results/scale.json")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if not args.cold:  # every size (and --before-src) then reads its audio from the page cache alike
+        warm_page_cache(Path(args.train))
     rows = [run_size(args, h, env) for h in sorted(args.hours)]
+    before = None
+    if args.before_src:  # the smallest size again, trained and evaluated by another source tree
+        before_env = {**env, "PYTHONPATH": str(Path(args.before_src).resolve())}
+        before = {"src": args.before_src, "commit": args.before_commit,
+                  **run_size(args, min(args.hours), before_env, label="-before")}
     for part in ("train", "evaluate"):
         base = rows[0][part]
         for r in rows:
@@ -140,7 +164,7 @@ def main() -> None:
             r[part]["tree_rss_vs_smallest"] = round(r[part]["peak_tree_rss_mb"] / base["peak_tree_rss_mb"], 3)
     result = {"command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "model": args.model,
               "steps": args.steps, "batch_size": args.batch_size, "eval_clips": args.eval_clips,
-              "threads": args.threads, "rows": rows}
+              "threads": args.threads, "warm_page_cache": not args.cold, "rows": rows, "before": before}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'hours':>6} {'clips':>8} | {'train RSS MB':>12} {'tree MB':>8} {'x':>6} {'clips/s':>8} | "
@@ -150,6 +174,11 @@ def main() -> None:
         print(f"{r['hours']:>6.1f} {r['n_clips']:>8} | {t['peak_rss_mb']:>12.0f} {t['peak_tree_rss_mb']:>8.0f} "
               f"{t['rss_vs_smallest']:>6.2f} {t['clips_per_s']:>8.2f} | {e['peak_rss_mb']:>11.0f} "
               f"{e['peak_tree_rss_mb']:>8.0f} {e['rss_vs_smallest']:>6.2f} {e['clips_per_s']:>8.2f}")
+    if before:
+        t, e = before["train"], before["evaluate"]
+        print(f"before ({args.before_commit or args.before_src}), {before['hours']:.1f} h: train RSS "
+              f"{t['peak_rss_mb']:.0f} MB, {t['clips_per_s']:.2f} clips/s; evaluate RSS {e['peak_rss_mb']:.0f} MB, "
+              f"{e['clips_per_s']:.2f} clips/s")
     print(f"written: {args.out}")
 
 
