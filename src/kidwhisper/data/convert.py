@@ -40,6 +40,8 @@ FIX_PEAKS_CLIPPED = "peaks clipped to full scale"
 
 @dataclass
 class _Job:
+    """One clip to make: the whole file (start = end = None) or start..end seconds of a recording."""
+
     id: str
     start: float | None
     end: float | None
@@ -48,6 +50,8 @@ class _Job:
 
 @dataclass
 class _Task:
+    """The clips to make from one audio file, opened once."""
+
     audio: str
     segmented: bool  # cut start..end from a recording (checked with segment_recording)
     jobs: list[_Job]
@@ -55,6 +59,8 @@ class _Task:
 
 @dataclass(frozen=True)
 class Settings:
+    """What a worker needs to know besides its tasks."""
+
     clips_dir: str
     audio_format: str
     min_duration: float
@@ -63,6 +69,8 @@ class Settings:
 
 @dataclass
 class Outcome:
+    """One clip's result: written (``reason`` None, with its duration and span) or skipped with a reason."""
+
     id: str
     reason: str | None = None  # None = written
     detail: str = ""
@@ -167,6 +175,7 @@ def _convert_chunk(tasks: list[_Task], settings: Settings) -> list[Outcome]:
 
 
 def n_workers(jobs: int, n_items: int) -> int:
+    """Worker processes for ``--jobs`` (0 = the cores this process may use), at most one per item."""
     if jobs == 0:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(jobs, n_items))
@@ -183,13 +192,14 @@ def _window(workers: int) -> int:
 
 
 def max_items_in_memory(workers: int, chunk: int) -> int:
-    """The most items :func:`prepare` holds at once: the chunks in flight, the chunk being written and the
-    one being gathered (each item with its outcome, no audio)."""
-    return (_window(workers) + 1) * chunk + 1
+    """The most items :func:`converted` and its caller hold at once: the chunks in flight, the chunk being
+    written and the one being gathered, plus the item a reader is checking (no audio: that stays in the
+    workers)."""
+    return (_window(workers) + 1) * chunk + 2
 
 
 def converted(items: Iterator[RawItem], settings: Settings, workers: int, chunk: int
-               ) -> Iterator[tuple[list[RawItem], list[Outcome]]]:
+              ) -> Iterator[tuple[list[RawItem], list[Outcome]]]:
     """(chunk of items, their outcomes) in input order, converting up to ``_window(workers)`` chunks ahead.
 
     Items are drawn from ``items`` only as chunks are submitted, so memory holds a bounded number of them
@@ -217,7 +227,7 @@ def converted(items: Iterator[RawItem], settings: Settings, workers: int, chunk:
 
 
 def _tasks(items: list[RawItem]) -> list[_Task]:
-    """Whole-file items -> one task each; items with start/end -> one task per recording."""
+    """A chunk's whole-file items -> one task each; its items with start/end -> one task per recording."""
     tasks: list[_Task] = []
     recordings: dict[Path, _Task] = {}
     for item in items:
