@@ -300,7 +300,8 @@ class _Plan:
     names: set[str]  # clip file names to write: the clean-up list must name them before they are written
 
 
-def _plan(entries: Iterable[Entry], input_path: Path, out: Path, staging: Path, audio_format: str) -> _Plan:
+def _plan(entries: Iterable[Entry], input_path: Path, out: Path, staging: Path, audio_format: str,
+          progress: bool) -> _Plan:
     """Read the input once without converting: refuse an overlapping OUTPUT_DIR, count, and name the clips.
 
     Per item it keeps the clip's file name and its audio file's path (O(corpus) short strings, which the
@@ -321,8 +322,11 @@ def _plan(entries: Iterable[Entry], input_path: Path, out: Path, staging: Path, 
                         held.add(real)
             yield entry
 
-    names = {f"{item.id}.{audio_format}" for item in _usable(seen(entries), _Tally())}
+    tally = _Tally()
+    with tqdm(entries, unit="utt", desc="checking", disable=not progress) as bar:
+        names = {f"{item.id}.{audio_format}" for item in _usable(seen(bar), tally)}
     check_no_overlap(input_path, out, held)
+    log.info("%s: %d utterances, %d to convert", input_path, tally.n_input, len(names))
     return _Plan(len(names), len(recordings), names)
 
 
@@ -487,7 +491,7 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
     try:
         try:
             fmt, entries = open_input(input, config.format, options)
-            plan = _plan(entries(), Path(input).expanduser(), out, staging, config.audio_format)
+            plan = _plan(entries(), Path(input).expanduser(), out, staging, config.audio_format, config.progress)
         except InputError as e:
             raise PrepareError(str(e)) from e
         except OSError as e:
