@@ -14,7 +14,12 @@ The WER gap between systems running the same weights is broken down per clip: er
 hallucinations (runaway repetition, implausibly long output), the WER on the clips that no system
 hallucinated on, and how many normalized transcripts equal kidwhisper PyTorch's.
 
+With ``--adapter``, every system decodes the tuned model: kidwhisper loads the adapter, the pipeline a
+merged copy, faster-whisper a CTranslate2 conversion of the merged model (converted before timing starts).
+
     python bench/eval_throughput.py --data data/kids-test --n 100 --out bench/results/eval_throughput.json
+    python bench/eval_throughput.py --data data/kids-test --n 100 --adapter models/whisper-base-kids \
+        --out bench/results/eval_throughput_tuned.json
 """
 
 from __future__ import annotations
@@ -36,16 +41,17 @@ from kidwhisper.config import package_versions
 from kidwhisper.data.manifest import audio_path, read_manifest, resolve_manifest_path
 from kidwhisper.evaluate import EvalConfig, evaluate
 from kidwhisper.metrics import HEADLINE, score_utterance, sum_counts
-from kidwhisper.models.builtin import builtin_ct2_dir, builtin_path
+from kidwhisper.models.builtin import builtin_path
+from kidwhisper.models.convert import cached_ct2_dir, write_merged
 
 log = logging.getLogger("bench")
 
 
-def bench_kidwhisper(model: str, manifest: Path, n: int, batch_size: int, backend: str = "torch",
-                     compute_type: str = "float32", pack: bool = False) -> dict:
+def bench_kidwhisper(model: str, adapter: str | None, manifest: Path, n: int, batch_size: int,
+                     backend: str = "torch", compute_type: str = "float32", pack: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        s = evaluate(EvalConfig(model=model, data=str(manifest), out=tmp, limit=n, batch_size=batch_size,
+        s = evaluate(EvalConfig(model=model, adapter=adapter, data=str(manifest), out=tmp, limit=n, batch_size=batch_size,
                                 backend=backend, compute_type=compute_type, pack=pack, progress=False))
         total = time.perf_counter() - t
         hyps = [json.loads(line)["hyp"] for line in (Path(tmp) / "utterances.jsonl").read_text().splitlines()]
@@ -55,10 +61,14 @@ def bench_kidwhisper(model: str, manifest: Path, n: int, batch_size: int, backen
             "total_seconds": round(total, 2), "hyps": hyps}
 
 
-def bench_hf_pipeline(model: str, audios) -> dict:
+def bench_hf_pipeline(model: str, adapter: str | None, audios) -> dict:
     from transformers import pipeline
 
-    asr = pipeline("automatic-speech-recognition", model=str(builtin_path(model)), device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        if adapter:  # the pipeline loads a plain model: the adapter merged into it
+            write_merged(model, adapter, Path(tmp))
+        asr = pipeline("automatic-speech-recognition", model=tmp if adapter else str(builtin_path(model)),
+                       device="cpu")
     t = time.perf_counter()
     # num_beams=1: transformers 5's ASR pipeline defaults to beam search (5 beams, as openai-whisper's
     # transcribe); every other row here is greedy, so the pipeline is too.
@@ -68,10 +78,10 @@ def bench_hf_pipeline(model: str, audios) -> dict:
             "hyps": hyps}
 
 
-def bench_faster_whisper(model: str, audios, compute_type: str) -> dict:
+def bench_faster_whisper(model: str, adapter: str | None, audios, compute_type: str) -> dict:
     from faster_whisper import WhisperModel
 
-    fw = WhisperModel(str(builtin_ct2_dir(model)), device="cpu", compute_type=compute_type,
+    fw = WhisperModel(str(cached_ct2_dir(model, adapter)), device="cpu", compute_type=compute_type,
                       cpu_threads=torch.get_num_threads())
     t = time.perf_counter()
     hyps = []
@@ -106,6 +116,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/kids-test")
     p.add_argument("--model", default="whisper-base")
+    p.add_argument("--adapter", help="a LoRA adapter of --model: every system decodes the tuned model "
+                   "(kidwhisper with --adapter; the pipeline and faster-whisper with it merged/converted)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="bench/results/eval_throughput.json")
@@ -117,22 +129,22 @@ def main() -> None:
     clips = read_manifest(manifest)[: args.n]
     audios = [load_audio(audio_path(c, manifest)) for c in clips]
     audio_seconds = sum(len(a) for a in audios) / 16000
-    rows = [bench_kidwhisper(args.model, manifest, args.n, args.batch_size)]
+    rows = [bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size)]
     if "pack" not in args.skip:
-        rows.append(bench_kidwhisper(args.model, manifest, args.n, args.batch_size, pack=True))
+        rows.append(bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size, pack=True))
     for ct in ("float32", "int8"):
         if f"ct2-{ct}" not in args.skip:
-            rows.append(bench_kidwhisper(args.model, manifest, args.n, args.batch_size, "ct2", ct))
+            rows.append(bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size, "ct2", ct))
     if "hf-pipeline" not in args.skip:
-        rows.append(bench_hf_pipeline(args.model, audios))
+        rows.append(bench_hf_pipeline(args.model, args.adapter, audios))
     for ct in ("float32", "int8"):
         if f"fw-{ct}" not in args.skip:
-            rows.append(bench_faster_whisper(args.model, audios, ct))
+            rows.append(bench_faster_whisper(args.model, args.adapter, audios, ct))
     score_systems(rows, clips)
     for r in rows:
         r["rtf"] = round(r["decode_seconds"] / audio_seconds, 4)
         r["clips_per_second"] = round(len(clips) / r["decode_seconds"], 3)
-    result = {"model": args.model, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
+    result = {"model": args.model, "adapter": args.adapter, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
               "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}

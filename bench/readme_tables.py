@@ -1,7 +1,8 @@
 """Write the speed tables of docs/benchmarks.md from the committed benchmark results (never typed by hand).
 
 Reads the reference run's ``results/tuned/whisper-base-lora/summary.json``,
-``bench/results/train_throughput*.json`` and ``bench/results/eval_throughput.json`` and replaces the text
+``bench/results/train_throughput*.json``, ``bench/results/eval_throughput*.json`` and
+``bench/results/scale.json`` and replaces the text
 between ``<!-- bench:start`` and ``<!-- bench:end -->`` in docs/benchmarks.md.
 
     python bench/readme_tables.py
@@ -16,10 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
-def eval_table(r: dict) -> str:
+def eval_table(r: dict, name: str = "eval_throughput.json") -> str:
     first = r["results"][0]
+    model = f"{r['model']} + `{r['adapter']}`" if r.get("adapter") else r["model"]
     lines = [
-        f"Evaluation: `{r['command']}` (`bench/results/eval_throughput.json`): {r['model']}, {r['n_clips']} "
+        f"Evaluation: `{r['command']}` (`bench/results/{name}`): {model}, {r['n_clips']} "
         f"kids-test clips, {r['audio_seconds']} s of audio, {r['torch_threads']} CPU threads, English, greedy. "
         f"*Clean WER* is the WER on the {first['n_clips_no_system_hallucinated']} clips on which no system "
         f"hallucinated; *same text* counts normalized transcripts equal to the first row's.",
@@ -32,6 +34,30 @@ def eval_table(r: dict) -> str:
                      f"{row['clips_per_second']:.2f} | {100 * row['wer']:.1f} | {row['n_hallucinations']} | "
                      f"{row['errors_in_hallucinations']} | {100 * row['wer_on_clips_no_system_hallucinated']:.1f} | "
                      f"{row['same_normalized_text_as_first']}/{r['n_clips']} |")
+    return "\n".join(lines)
+
+
+def scale_table(r: dict) -> str:
+    lines = [
+        f"Corpus size: `{r['command']}` (`bench/results/scale.json`): {r['model']}, the kids-train clips listed "
+        f"again and again under new ids; `train` runs {r['steps']} steps of {r['batch_size']} windows at every "
+        f"size, `evaluate` decodes {r['eval_clips']} clips; peak RSS of the command (its process tree in "
+        f"brackets), on {r['threads']} CPU threads.",
+        "",
+        "| corpus | clips | train peak RSS MB | vs smallest | train clips/s | evaluate peak RSS MB | vs smallest "
+        "| evaluate clips/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    rows = [(f"{row['hours']:g} h", row) for row in r["rows"]]
+    if r.get("before"):
+        b = r["before"]
+        rows.append((f"{b['hours']:g} h, before streaming (`{b['commit'] or b['src']}`)", b))
+    base_t, base_e = r["rows"][0]["train"]["peak_rss_mb"], r["rows"][0]["evaluate"]["peak_rss_mb"]
+    for label, row in rows:
+        t, e = row["train"], row["evaluate"]
+        lines.append(f"| {label} | {row['n_clips']} | {t['peak_rss_mb']:.0f} ({t['peak_tree_rss_mb']:.0f}) | "
+                     f"{t['peak_rss_mb'] / base_t:.2f}x | {t['clips_per_s']:.2f} | {e['peak_rss_mb']:.0f} "
+                     f"({e['peak_tree_rss_mb']:.0f}) | {e['peak_rss_mb'] / base_e:.2f}x | {e['clips_per_s']:.2f} |")
     return "\n".join(lines)
 
 
@@ -104,8 +130,11 @@ def main() -> None:
         parts.append(reference_run(json.loads(ref.read_text())))
     for path in sorted(RESULTS.glob("train_throughput*.json")):  # the 240-clip bench, then the full-data one
         parts.append(train_table(json.loads(path.read_text()), path.name))
-    if (RESULTS / "eval_throughput.json").exists():
-        parts.append(eval_table(json.loads((RESULTS / "eval_throughput.json").read_text())))
+    for name in ("eval_throughput.json", "eval_throughput_tuned.json"):  # stock model, then the tuned one
+        if (RESULTS / name).exists():
+            parts.append(eval_table(json.loads((RESULTS / name).read_text()), name))
+    if (RESULTS / "scale.json").exists():
+        parts.append(scale_table(json.loads((RESULTS / "scale.json").read_text())))
     readme_path = ROOT / "docs" / "benchmarks.md"
     readme = readme_path.read_text()
     start = readme.index("<!-- bench:start")

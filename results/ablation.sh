@@ -4,8 +4,8 @@
 # (every row; greedy) and, for the rows given with --final, on kids test and adults test, then write
 # results/ablation/ablation.json and the README's ablation table (results/ablation.py).
 # Run results/baselines.sh first (it prepares data/).
-# A row whose weights are committed (lora-isolated: models/whisper-base-kids) is not retrained when its
-# results are committed and its run directory is gone.
+# A row whose kids-dev results are committed and whose run directory is gone is not retrained (a row whose
+# weights are committed, lora-isolated: models/whisper-base-kids, is still evaluated with them).
 # Usage: bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,10 @@ for cfg in configs/ablation/*.yaml; do
   RUN=runs/ablation/$row
   OUT=results/ablation/$row
   case "$row" in lora-isolated) KEPT=models/whisper-base-kids ;; *) KEPT="" ;; esac  # committed weights
+  if [ -z "$KEPT" ] && [ -f "$OUT/kids-dev/summary.json" ] && [ ! -d "$RUN" ]; then
+    echo "ablation: $row is measured and committed (results/ablation/$row) and its run is gone: not retrained" >&2
+    continue
+  fi
   if [ -n "$KEPT" ] && [ -f "$OUT/summary.json" ] && [ ! -d "$RUN" ]; then
     ARGS=(--model whisper-base --adapter "$KEPT")  # trained and copied before; its run dir is not kept
   else
