@@ -152,3 +152,23 @@ def test_a_run_that_fails_midway_leaves_the_previous_manifest_whole(tmp_path, to
         prepare(src, out, PrepareConfig(jobs=1, progress=False))
     assert refused and (out / "manifest.jsonl").read_bytes() == before
     assert not [p.name for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_an_utterance_that_appears_between_the_two_passes_is_not_written(tmp_path, tone, write_audio, monkeypatch):
+    from kidwhisper.data import prepare as prepare_module
+
+    src = _kaldi(tmp_path / "in", 20, tone, write_audio)
+    write_audio(src / "audio" / "late.wav", tone())
+    plan = prepare_module._plan
+
+    def then_add_one(*args, **kwargs):
+        result = plan(*args, **kwargs)
+        with open(src / "text", "a") as f, open(src / "wav.scp", "a") as g:
+            f.write("late LATE\n"), g.write("late audio/late.wav\n")
+        return result
+
+    monkeypatch.setattr(prepare_module, "_plan", then_add_one)
+    with pytest.raises(prepare_module.PrepareError, match="changed while prepare read it \\('late' appeared\\)"):
+        prepare(src, tmp_path / "out", PrepareConfig(jobs=1, progress=False))
+    assert not (tmp_path / "out" / "clips" / "late.flac").exists()
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()

@@ -237,14 +237,14 @@ class _Tally:
 def _usable(entries: Iterable[Entry], tally: _Tally) -> Iterator[RawItem]:
     """Ids, transcripts and audio existence, checked in this process as the entries stream by; yields the
     usable items (id made safe, text cleaned) and records everything else in ``tally``."""
-    first: dict[str, str] = {}  # id -> where it was first used: the one per-item record kept (short strings)
+    first: dict[str, str] = {}  # id -> where it was first used: grows with the corpus (short strings), as
+    # finding a duplicate id anywhere in the input needs every id seen so far
     exists = functools.lru_cache(maxsize=4096)(Path.is_file)  # segments of one recording check it once
     for item in entries:
+        tally.n_input += 1
         if isinstance(item, Skip):
-            tally.n_input += 1
             tally.read.add(item)
             continue
-        tally.n_input += 1
         for kind, detail in item.warnings:
             tally.warnings.add(Skip(kind, item.origin, detail, item.id))
         utt = safe_id(item.id)
@@ -504,7 +504,8 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
         chunk = chunk_size(workers, plan.usable)
         with AppendThenRename(out / MANIFEST_NAME) as manifest:
             with tqdm(total=plan.usable, unit="clip", desc="prepare", disable=not config.progress) as bar, \
-                    closing(converted(_usable(entries(), tally), settings, workers, chunk)) as chunks:
+                    closing(converted(_claimed(_usable(entries(), tally), plan, config.audio_format, input),
+                                      settings, workers, chunk)) as chunks:
                 for items, outcomes in chunks:
                     _write_chunk(items, outcomes, manifest, tally, kept, not_kept, config.audio_format)
                     bar.update(len(items))
@@ -514,6 +515,15 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
             return _finish(input, out, fmt, plan, tally, kept, config, workers, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _claimed(items: Iterable[RawItem], plan: _Plan, audio_format: str, input: str | Path) -> Iterator[RawItem]:
+    """The second pass's items, each checked to be one the first pass claimed (else the input changed in
+    between, and its clip could overwrite a file prepare did not write)."""
+    for item in items:
+        if f"{item.id}.{audio_format}" not in plan.names:
+            raise PrepareError(f"{input} changed while prepare read it ({item.id!r} appeared); run prepare again")
+        yield item
 
 
 def _write_chunk(items: list[RawItem], outcomes: list[Outcome], manifest: AppendThenRename, tally: _Tally,
