@@ -37,9 +37,11 @@ def eval_table(r: dict, name: str = "eval_throughput.json") -> str:
     return "\n".join(lines)
 
 
-def scale_table(r: dict) -> str:
+def scale_table(r: dict, name: str = "scale.json") -> str:
+    cache = ("every audio file read once before the first run" if r.get("warm_page_cache") else
+             "cold page cache: the first size read the audio from disk, later runs from the cache")
     lines = [
-        f"Corpus size: `{r['command']}` (`bench/results/scale.json`): {r['model']}, the kids-train clips listed "
+        f"Corpus size: `{r['command']}` (`bench/results/{name}`; {cache}): {r['model']}, the kids-train clips listed "
         f"again and again under new ids; `train` runs {r['steps']} steps of {r['batch_size']} windows at every "
         f"size, `evaluate` decodes {r['eval_clips']} clips; peak RSS of the command (its process tree in "
         f"brackets), on {r['threads']} CPU threads.",
@@ -133,8 +135,9 @@ def main() -> None:
     for name in ("eval_throughput.json", "eval_throughput_tuned.json"):  # stock model, then the tuned one
         if (RESULTS / name).exists():
             parts.append(eval_table(json.loads((RESULTS / name).read_text()), name))
-    if (RESULTS / "scale.json").exists():
-        parts.append(scale_table(json.loads((RESULTS / "scale.json").read_text())))
+    for name in ("scale.json", "scale_1h_warm.json"):  # 1-100 h, then 1 h again with a warm page cache
+        if (RESULTS / name).exists():
+            parts.append(scale_table(json.loads((RESULTS / name).read_text()), name))
     readme_path = ROOT / "docs" / "benchmarks.md"
     readme = readme_path.read_text()
     start = readme.index("<!-- bench:start")

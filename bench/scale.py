@@ -23,6 +23,10 @@ decoding. The result JSON lists every run and the ratio of each size's peak RSS 
     python bench/scale.py --train data/kids-train --dev data/kids-dev --model whisper-base \\
         --hours 1 10 100 --steps 20 --eval-clips 200 --prepare-hours 1 10 \\
         --out-dir runs/bench-scale --out bench/results/scale.json
+
+``--before-src DIR/src --before-commit C`` runs the smallest size a second time with another version's code
+(``git worktree add --detach DIR C``), side by side. Every audio file is read once before the first
+measurement (``--cold`` skips that), so no size pays the disk reads the others find in the page cache.
 """
 
 from __future__ import annotations
@@ -61,22 +65,31 @@ def write_repeated_manifest(src: Path, hours: float, out: Path) -> dict:
     return {"manifest": str(out), "copies": copies, "n_clips": n, "hours": round(copies * seconds / 3600, 3)}
 
 
+def warm_page_cache(manifest: Path) -> None:
+    """Read every audio file of ``manifest`` once, so that the first size measured does not pay cold reads."""
+    from kidwhisper.data.manifest import audio_path, iter_manifest, resolve_manifest_path
+
+    src = resolve_manifest_path(manifest)
+    for clip in iter_manifest(src):
+        audio_path(clip, src).read_bytes()
+
+
+def _kaldi_table(path: Path) -> list[tuple[str, str]]:
+    if not path.is_file():
+        return []
+    return [tuple(line.split(maxsplit=1)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def write_repeated_kaldi(src: Path, hours: float, out: Path) -> dict:
     """The Kaldi directory ``src`` listed ``copies`` times into ``out`` (ids ``<id>-r<k>``, ``wav.scp`` with
     the absolute paths of the original files; speakers, ages and genders as in ``src``)."""
     import soundfile as sf
 
-    def table(name: str) -> list[tuple[str, str]]:
-        path = src / name
-        if not path.is_file():
-            return []
-        return [tuple(line.split(maxsplit=1)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-    scp = [(utt, str((src / path).resolve())) for utt, path in table("wav.scp")]
+    scp = [(utt, str((src / path).resolve())) for utt, path in _kaldi_table(src / "wav.scp")]
     seconds = sum(sf.info(path).duration for _, path in scp)
     copies = max(1, round(hours * 3600 / seconds))
     out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("text", table("text")), ("wav.scp", scp), ("utt2spk", table("utt2spk"))):
+    for name, rows in (("text", _kaldi_table(src / "text")), ("wav.scp", scp), ("utt2spk", _kaldi_table(src / "utt2spk"))):
         with open(out / name, "w", encoding="utf-8") as f:
             for k in range(copies):
                 f.writelines(f"{utt}-r{k} {value}\n" for utt, value in rows)
@@ -126,8 +139,8 @@ def measure(cmd: list[str], env: dict) -> dict:
             "peak_tree_rss_mb": round(peak[0] / 2**20, 1)}
 
 
-def run_size(args, hours: float, env: dict) -> dict:
-    out = Path(args.out_dir) / f"{hours:g}h"
+def run_size(args, hours: float, env: dict, label: str = "") -> dict:
+    out = Path(args.out_dir) / f"{hours:g}h{label}"
     row = {"size_hours": hours, **write_repeated_manifest(Path(args.train), hours, out / "manifest.jsonl")}
     kw = ["-m", "kidwhisper"]
     train_cmd = [sys.executable, *kw, "train", "-q", "--model", args.model, "--train", row["manifest"], "--dev", args.dev,
@@ -183,6 +196,10 @@ def main() -> None:
     p.add_argument("--eval-clips", type=int, default=200, help="clips evaluated at every size")
     p.add_argument("--dev-clips", type=int, default=16, help="dev clips decoded once at the end of training")
     p.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the measured commands")
+    p.add_argument("--before-src", help="a source tree (the src/ of a checkout of an earlier commit) whose "
+                   "train/evaluate also run the smallest size, side by side: the comparison with that version")
+    p.add_argument("--before-commit", default="", help="that tree's commit, recorded in the JSON")
+    p.add_argument("--cold", action="store_true", help="do not read the audio files once before measuring")
     p.add_argument("--prepare-input", default="../shared/data/speechocean762-kids/train",
                    help="Kaldi directory whose utterances are repeated as prepare's raw input")
     p.add_argument("--prepare-hours", type=float, nargs="+", default=[1, 10], help="raw input sizes for prepare")
@@ -198,16 +215,15 @@ def main() -> None:
     out = Path(args.out)
     result = json.loads(out.read_text()) if args.only and out.is_file() else {}
     if args.only != "prepare":
-        rows = [run_size(args, h, env) for h in sorted(args.hours)]
-        for part in ("train", "evaluate"):
-            _ratios([r[part] for r in rows])
-        result.update({"command": command, "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
-                       "eval_clips": args.eval_clips, "threads": args.threads, "rows": rows})
+        result.update(train_evaluate(args, env, command))
     if args.only != "train-evaluate":
+        if not args.cold:  # the smallest size then reads the recordings from the page cache as the others do
+            for _, path in _kaldi_table(Path(args.prepare_input) / "wav.scp"):
+                (Path(args.prepare_input) / path).read_bytes()
         prepared = [run_prepare(args, h, env) for h in sorted(args.prepare_hours)]
         _ratios(prepared)
         result["prepare"] = {"command": command, "input": args.prepare_input, "threads": args.threads,
-                             "rows": prepared}
+                             "warm_page_cache": not args.cold, "rows": prepared}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     if args.only != "prepare":
@@ -218,12 +234,35 @@ def main() -> None:
             print(f"{r['hours']:>6.1f} {r['n_clips']:>8} | {t['peak_rss_mb']:>12.0f} {t['peak_tree_rss_mb']:>8.0f} "
                   f"{t['rss_vs_smallest']:>6.2f} {t['clips_per_s']:>8.2f} | {e['peak_rss_mb']:>11.0f} "
                   f"{e['peak_tree_rss_mb']:>8.0f} {e['rss_vs_smallest']:>6.2f} {e['clips_per_s']:>8.2f}")
+        if result["before"]:
+            before = result["before"]
+            t, e = before["train"], before["evaluate"]
+            print(f"before ({args.before_commit or args.before_src}), {before['hours']:.1f} h: train RSS "
+                  f"{t['peak_rss_mb']:.0f} MB, {t['clips_per_s']:.2f} clips/s; evaluate RSS {e['peak_rss_mb']:.0f} MB, "
+                  f"{e['clips_per_s']:.2f} clips/s")
     if args.only != "train-evaluate":
         print(f"{'hours':>6} {'utts':>8} | {'prepare s':>9} {'clips/s':>8} {'RSS MB':>7} {'tree MB':>8} {'x':>6}")
         for r in result["prepare"]["rows"]:
             print(f"{r['hours']:>6.1f} {r['n_utts']:>8} | {r['wall_s']:>9.1f} {r['clips_per_s']:>8.1f} "
                   f"{r['peak_rss_mb']:>7.0f} {r['peak_tree_rss_mb']:>8.0f} {r['tree_rss_vs_smallest']:>6.2f}")
     print(f"written: {args.out}")
+
+
+def train_evaluate(args, env: dict, command: str) -> dict:
+    """The train and evaluate part: every size in ``--hours`` (and ``--before-src`` at the smallest)."""
+    if not args.cold:  # every size (and --before-src) then reads its audio from the page cache alike
+        warm_page_cache(Path(args.train))
+    rows = [run_size(args, h, env) for h in sorted(args.hours)]
+    before = None
+    if args.before_src:  # the smallest size again, trained and evaluated by another source tree
+        before_env = {**env, "PYTHONPATH": str(Path(args.before_src).resolve())}
+        before = {"src": args.before_src, "commit": args.before_commit,
+                  **run_size(args, min(args.hours), before_env, label="-before")}
+    for part in ("train", "evaluate"):
+        _ratios([r[part] for r in rows])
+    return {"command": command, "model": args.model, "steps": args.steps, "batch_size": args.batch_size,
+            "eval_clips": args.eval_clips, "threads": args.threads, "warm_page_cache": not args.cold, "rows": rows,
+            "before": before}
 
 
 if __name__ == "__main__":

@@ -77,6 +77,19 @@ def test_shipped_configs_load():
         TrainConfig(model=cfg.model, train="t", dev="d", out="o", **cfg.train)
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in (Path(__file__).resolve().parents[1] / "configs" /
+                                                          "ablation").glob("*.yaml")))
+def test_ablation_configs_load_and_write_their_own_run(name):
+    """Every ablation row is a valid train config that writes to runs/ablation/<row> (results/ablation.sh
+    copies from there)."""
+    from kidwhisper.config import from_dict, read_config_file
+    from kidwhisper.train.config import TrainConfig
+
+    cfg = from_dict(TrainConfig, read_config_file(Path(__file__).resolve().parents[1] / "configs" / "ablation" / name))
+    assert cfg.out == f"runs/ablation/{name.removesuffix('.yaml')}"
+    assert cfg.train == "data/kids-train" and cfg.dev == "data/kids-dev" and cfg.model == "whisper-base"
+
+
 @pytest.mark.parametrize("run_config, train_config", [("reference-v1.yaml", "train-lora.yaml"),
                                                        ("reference.yaml", "ablation/lora-isolated.yaml")])
 def test_run_configs_train_like_their_committed_runs(run_config, train_config):
