@@ -3,7 +3,8 @@ an unwritable directory reported as one line that names the file.
 
 Every file kidwhisper writes itself goes through :func:`_write` (open, write, optionally fsync), called
 by :func:`write_bytes` (into a temp directory that is renamed later), :func:`atomic_write_bytes` /
-:func:`atomic_write_text` (temp file + rename in the same directory) or :func:`append_text`. Files written
+:func:`atomic_write_text` (temp file + rename in the same directory), :class:`AppendThenRename` (the same,
+for a file written piece by piece) or :func:`append_text`. Files written
 by other libraries (``save_pretrained``, the CTranslate2 converter) are wrapped in :func:`writing`, which
 translates their errors the same way. On failure no ``.tmp`` file is left behind: a temp file is removed,
 and a temp directory is removed by the code that made it.
@@ -184,6 +185,46 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview, fsync: bool =
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write_bytes` of UTF-8 text, synced to disk before the rename."""
     atomic_write_bytes(path, text.encode("utf-8"), fsync=True)
+
+
+class AppendThenRename:
+    """A file built by appending text to a temp file beside it and renamed into place by :meth:`commit`
+    (synced first): ``path`` holds its old content or the complete new one, never a part. As a context
+    manager, the temp file is removed unless it was committed."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with writing(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+        self.tmp = Path(name)
+
+    def append(self, text: str) -> None:
+        with writing(self.path, cleanup=self.tmp):
+            _write(self.tmp, text.encode("utf-8"), mode="ab")
+
+    def commit(self) -> None:
+        with writing(self.path, cleanup=self.tmp):
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AppendThenRename:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 def append_text(path: str | Path, text: str) -> None:
