@@ -2,7 +2,7 @@
 
 Reads the reference run's ``results/tuned/whisper-base-lora/summary.json``,
 ``bench/results/train_throughput*.json``, ``bench/results/eval_throughput*.json`` and
-``bench/results/scale.json`` and replaces the text
+``bench/results/scale.json`` (train, evaluate and prepare) and replaces the text
 between ``<!-- bench:start`` and ``<!-- bench:end -->`` in docs/benchmarks.md.
 
     python bench/readme_tables.py
@@ -60,6 +60,26 @@ def scale_table(r: dict, name: str = "scale.json") -> str:
         lines.append(f"| {label} | {row['n_clips']} | {t['peak_rss_mb']:.0f} ({t['peak_tree_rss_mb']:.0f}) | "
                      f"{t['peak_rss_mb'] / base_t:.2f}x | {t['clips_per_s']:.2f} | {e['peak_rss_mb']:.0f} "
                      f"({e['peak_tree_rss_mb']:.0f}) | {e['peak_rss_mb'] / base_e:.2f}x | {e['clips_per_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def prepare_table(p: dict, name: str = "scale.json") -> str:
+    """The ``prepare`` part of a scale result: time, clips/s and peak RSS per raw input size."""
+    cache = ("every recording read once before the first run" if p.get("warm_page_cache") else
+             "cold page cache: the first size read the recordings from disk")
+    lines = [
+        f"Prepare: `{p['command']}` (`bench/results/{name}`, `prepare`; {cache}): `kidwhisper prepare` on a raw "
+        f"Kaldi directory listing the utterances of `{p['input']}` again and again under new ids (the original "
+        f"FLAC files by absolute path), into a fresh directory; clips/s is clips kept per second of the "
+        f"command's wall time; peak RSS of the command (its process tree, workers included, in brackets).",
+        "",
+        "| raw input | utterances | workers | seconds | clips/s | peak RSS MB | vs smallest (tree) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in p["rows"]:
+        lines.append(f"| {row['hours']:g} h | {row['n_utts']} | {row['workers']} | {row['wall_s']:.1f} | "
+                     f"{row['clips_per_s']:.1f} | {row['peak_rss_mb']:.0f} ({row['peak_tree_rss_mb']:.0f}) | "
+                     f"{row['rss_vs_smallest']:.2f}x ({row['tree_rss_vs_smallest']:.2f}x) |")
     return "\n".join(lines)
 
 
@@ -137,7 +157,11 @@ def main() -> None:
             parts.append(eval_table(json.loads((RESULTS / name).read_text()), name))
     for name in ("scale.json", "scale_1h_warm.json"):  # 1-100 h, then 1 h again with a warm page cache
         if (RESULTS / name).exists():
-            parts.append(scale_table(json.loads((RESULTS / name).read_text()), name))
+            result = json.loads((RESULTS / name).read_text())
+            if result.get("rows"):
+                parts.append(scale_table(result, name))
+            if result.get("prepare"):
+                parts.append(prepare_table(result["prepare"], name))
     readme_path = ROOT / "docs" / "benchmarks.md"
     readme = readme_path.read_text()
     start = readme.index("<!-- bench:start")

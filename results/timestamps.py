@@ -26,7 +26,7 @@ import soundfile as sf
 from kidwhisper.audio import SAMPLE_RATE, load_audio
 from kidwhisper.data.manifest import audio_path, read_manifest
 from kidwhisper.files import atomic_write_text
-from kidwhisper.transcribe import transcribe
+from kidwhisper.transcribe import TranscribeConfig, transcribe
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = Path("/work/main/data/kids-test/manifest.jsonl")
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             model, adapter = MODELS[name]
             t0 = time.time()
-            results = transcribe([r["path"] for r in recordings], model, adapter=adapter, device="cpu",
-                                 word_timestamps=True, progress=False)
+            config = TranscribeConfig(model=model, adapter=adapter, device="cpu", word_timestamps=True, progress=False)
+            results = transcribe(config, [r["path"] for r in recordings])
             report["models"][name] = {**score(recordings, results), "seconds": round(time.time() - t0, 1)}
             print(name, json.dumps(report["models"][name]), flush=True)
             details[name] = [{**rec, "result": res} for rec, res in zip(recordings, results, strict=True)]

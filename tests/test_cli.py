@@ -210,3 +210,34 @@ def test_prepare_cli_prints_the_report_summary(kids_test_clips, tmp_path):
     assert printed == {"input": report["input"], "kept": 3, "skipped": 0, "minutes": report["duration"]["minutes"],
                        "speakers": report["speakers"]["count"], "manifest": str(tmp_path / "out" / "manifest.jsonl"),
                        "report": str(tmp_path / "out" / "prepare_report.json")}
+
+
+def _errors():
+    from kidwhisper.config import ConfigError, DiskFullError, OutputError
+    from kidwhisper.report.collect import CompareError
+
+    user = [ConfigError("--lr must be > 0"), OutputError("--out x: cannot write there"),
+            DiskFullError("no space left on device writing x"), CompareError("x: not found")]
+    bugs = [FileNotFoundError(2, "No such file or directory", "some/internal/file"), ValueError("a bug"),
+            KeyError("a bug")]
+    return [(e, True) for e in user] + [(e, False) for e in bugs]
+
+
+@pytest.mark.parametrize("exc, user", _errors(), ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "")
+def test_only_user_errors_become_one_line(exc, user, capsys, monkeypatch):
+    from kidwhisper import cli
+
+    def handler(args):
+        raise exc
+
+    help_text, add_args, _ = cli.COMMANDS["models"]
+    monkeypatch.setitem(cli.COMMANDS, "models", (help_text, add_args, handler))
+    if not user:  # a bug: its traceback is the report
+        with pytest.raises(type(exc)):
+            cli.main(["models"])
+        return
+    assert cli.main(["models"]) == 2
+    assert capsys.readouterr().err == f"kidwhisper models: error: {exc}\n"  # one line, no traceback
+    assert cli.main(["models", "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err and err.endswith(f"kidwhisper models: error: {exc}\n")

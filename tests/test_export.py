@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, load_audio
+from kidwhisper.config import DiskFullError
 from kidwhisper.decode import features, transcribe_arrays
 from kidwhisper.export import (
     INFO_FILE,
@@ -228,3 +229,30 @@ def test_padded_feature_extractor_gives_the_training_front_end(kids_test_clips):
     assert PaddedAudioFeatureExtractor(fw).sampling_rate == fw.sampling_rate  # the rest is delegated
     long = np.zeros(N_SAMPLES + SAMPLE_RATE, np.float32)  # 31 s -> two whole windows
     assert PaddedAudioFeatureExtractor(fw)(long).shape[-1] // 3000 == 2
+
+
+@pytest.mark.parametrize("failure", ["bug", "full disk"])
+def test_a_failed_export_keeps_the_earlier_one_and_leaves_no_temp_dir(tmp_path, monkeypatch, full_disk, failure):
+    from kidwhisper.files import write_bytes
+    from kidwhisper.models import convert
+
+    def fake_merged(model, adapter, out, language="en"):  # what save_pretrained would write, without a model
+        write_bytes(out / "model.safetensors", f"weights of {adapter}".encode())
+        if adapter == "second":
+            if failure == "bug":
+                raise RuntimeError("a bug in the middle of the export")
+            write_bytes(out / "config.json", b"{}")
+        return {}
+
+    monkeypatch.setattr(convert, "write_merged", fake_merged)
+    out = tmp_path / "out"
+    export(ExportConfig(model="whisper-tiny.en", adapter="first", format="merged"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert before["model.safetensors"] == b"weights of first"
+    if failure == "full disk":
+        full_disk(tmp_path, when=lambda p: p.name == "config.json")
+    expected = RuntimeError if failure == "bug" else DiskFullError
+    with pytest.raises(expected):
+        export(ExportConfig(model="whisper-tiny.en", adapter="second", format="merged"), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the earlier export, untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dir left behind

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -84,7 +85,7 @@ def test_written_files_and_dirs_follow_the_umask(tmp_path, umask, file_mode, dir
     import os
     import stat
 
-    from kidwhisper.files import atomic_write_bytes, current_umask, temp_dir
+    from kidwhisper.files import atomic_write_bytes, current_umask, replacing_dir, temp_dir
 
     old = os.umask(umask)
     try:
@@ -95,9 +96,84 @@ def test_written_files_and_dirs_follow_the_umask(tmp_path, umask, file_mode, dir
         atomic_write_bytes(tmp_path / "old.json", b"new", fsync=False)  # a replaced file: the new file's mode
         write_bytes(tmp_path / "plain.bin", b"x")
         append_text(tmp_path / "log.jsonl", "{}\n")
-        made = temp_dir(".export.", tmp_path)
+        with replacing_dir(tmp_path / "export") as work:
+            assert stat.S_IMODE(work.stat().st_mode) == 0o700 and work.name.endswith(".tmp")  # private meanwhile
+            write_bytes(work / "model.bin", b"x")
+        made = tmp_path / "export"
+        assert temp_dir(".scratch.", tmp_path).name.endswith(".tmp")
     finally:
         os.umask(old)
-    for name in ("new.json", "old.json", "plain.bin", "log.jsonl"):
+    for name in ("new.json", "old.json", "plain.bin", "log.jsonl", "export/model.bin"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == file_mode, name
-    assert stat.S_IMODE(made.stat().st_mode) == dir_mode and made.name.endswith(".tmp")
+    assert stat.S_IMODE(made.stat().st_mode) == dir_mode
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_replacing_dir_swaps_in_a_complete_directory(tmp_path):
+    from kidwhisper.files import replacing_dir
+
+    final = tmp_path / "model"
+    with replacing_dir(final) as tmp:
+        assert tmp.parent == tmp_path and not final.exists()
+        write_bytes(tmp / "a.bin", b"first")
+    assert _tree(final) == {"a.bin": b"first"}
+    with replacing_dir(final) as tmp:
+        write_bytes(tmp / "b.bin", b"second")
+        assert _tree(final) == {"a.bin": b"first"}  # the previous one stays until the new one is complete
+    assert _tree(final) == {"b.bin": b"second"}  # replaced whole, not merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no temp or old directory left
+
+
+@pytest.mark.parametrize("failure", ["bug", "full disk", "rename"])
+def test_a_failure_mid_write_keeps_the_previous_dir_and_leaves_no_temp_dir(tmp_path, full_disk, monkeypatch, failure):
+    import os
+
+    from kidwhisper import files
+    from kidwhisper.files import replacing_dir
+
+    final = tmp_path / "model"
+    with replacing_dir(final) as tmp:
+        write_bytes(tmp / "weights.bin", b"previous")
+        write_bytes(tmp / "config.json", b"{}")
+    before = _tree(final)
+    if failure == "full disk":
+        full_disk(tmp_path, when=lambda p: p.name == "config.json")
+        expected = pytest.raises(DiskFullError, match=r"no space left on device writing .*model")
+    elif failure == "rename":  # the new directory cannot take the final name (after the old one moved aside)
+        real = os.replace
+
+        def replace(src, dst):
+            if str(src).endswith(".tmp"):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            return real(src, dst)
+
+        monkeypatch.setattr(files.os, "replace", replace)
+        expected = pytest.raises(OSError, match="cross-device")
+    else:
+        expected = pytest.raises(ValueError, match="a bug")
+    with expected, replacing_dir(final) as tmp:
+        write_bytes(tmp / "weights.bin", b"half of the new weights")
+        if failure == "bug":
+            raise ValueError("a bug")
+        write_bytes(tmp / "config.json", b'{"new": 1}')
+    monkeypatch.undo()
+    assert _tree(final) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_restore_dir_puts_back_what_a_kill_between_the_renames_left(tmp_path):
+    from kidwhisper.files import replacing_dir, restore_dir
+
+    final = tmp_path / "adapter"
+    with replacing_dir(final) as tmp:
+        write_bytes(tmp / "adapter.safetensors", b"best")
+    os.replace(final, tmp_path / ".adapter.old")  # killed after moving the old one aside ...
+    (tmp_path / ".adapter.k1ll3d.tmp").mkdir()  # ... with the new one still a temp dir
+    restore_dir(final)
+    assert _tree(final) == {"adapter.safetensors": b"best"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+    restore_dir(final)  # nothing to do
+    assert _tree(final) == {"adapter.safetensors": b"best"}

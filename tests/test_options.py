@@ -10,11 +10,13 @@ from kidwhisper.cli import build_parser
 from kidwhisper.config import ConfigError
 from kidwhisper.data.prepare import PrepareConfig
 from kidwhisper.evaluate import EvalConfig
+from kidwhisper.export import ExportConfig
 from kidwhisper.options import config_from_args, field_docs
 from kidwhisper.report import CompareConfig
 from kidwhisper.train.config import LoraConfig, TrainConfig
+from kidwhisper.transcribe import TranscribeConfig
 
-CONFIGS = [TrainConfig, LoraConfig, EvalConfig, PrepareConfig, CompareConfig]
+CONFIGS = [TrainConfig, LoraConfig, EvalConfig, PrepareConfig, CompareConfig, TranscribeConfig, ExportConfig]
 
 
 @pytest.mark.parametrize("cls", CONFIGS, ids=lambda c: c.__name__)
@@ -32,7 +34,8 @@ def _subparser(name):
 
 
 @pytest.mark.parametrize("command, cls", [("train", TrainConfig), ("evaluate", EvalConfig),
-                                          ("prepare", PrepareConfig), ("compare", CompareConfig)])
+                                          ("prepare", PrepareConfig), ("compare", CompareConfig),
+                                          ("transcribe", TranscribeConfig), ("export", ExportConfig)])
 def test_each_field_is_a_flag_with_help_and_default(command, cls):
     options = {a.dest: a for a in _subparser(command)._actions}
     for f in dataclasses.fields(cls):
@@ -47,6 +50,23 @@ def test_literal_types_give_choices():
     options = {a.dest: a for a in _subparser("train")._actions}
     assert options["pack_mode"].choices == ("isolated", "clips", "joined")
     assert options["mixed_precision"].choices == ("auto", "no", "bf16", "fp16")
+    transcribe = {a.dest: a for a in _subparser("transcribe")._actions}
+    assert transcribe["format"].choices == ("text", "json", "srt", "vtt")
+    assert transcribe["device"].choices == ("auto", "cpu", "cuda", "mps")
+
+
+def test_transcribe_options_from_a_file_and_flags(tmp_path):
+    (tmp_path / "t.yaml").write_text("format: srt\nbatch_size: 2\nmodel: whisper-tiny.en\n")
+    args = _subparser("transcribe").parse_args(["--config", str(tmp_path / "t.yaml"), "--batch-size", "4", "a.wav"])
+    cfg = config_from_args(TranscribeConfig, args)
+    assert (cfg.model, cfg.format, cfg.batch_size, cfg.timestamps) == ("whisper-tiny.en", "srt", 4, True)
+    assert TranscribeConfig().timestamps is False and TranscribeConfig(word_timestamps=True).timestamps is True
+    with pytest.raises(ConfigError, match="--word-timestamps needs the alignment"):
+        TranscribeConfig(word_timestamps=True, timestamps=False)
+    (tmp_path / "bad.yaml").write_text("fromat: srt\n")
+    args = _subparser("transcribe").parse_args(["--config", str(tmp_path / "bad.yaml"), "a.wav"])
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['fromat'\]"):
+        config_from_args(TranscribeConfig, args)
 
 
 def test_flags_override_the_config_file_and_merge_nested_options(tmp_path):

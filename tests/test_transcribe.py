@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from kidwhisper.audio import SAMPLE_RATE, AudioError, load_audio
 from kidwhisper.text import normalize
 from kidwhisper.transcribe import (
+    TranscribeConfig,
     chunk_bounds,
     format_transcripts,
     srt_time,
@@ -81,8 +83,8 @@ def audio_files(tmp_path_factory, kids_test_clips):
 def results(audio_files):
     """One transcribe() call (one model load) over every file."""
     names = list(audio_files)
-    out = transcribe([audio_files[n] for n in names], "whisper-tiny.en", device="cpu", batch_size=8,
-                     progress=False)
+    config = TranscribeConfig(model="whisper-tiny.en", device="cpu", batch_size=8, progress=False, timestamps=True)
+    out = transcribe(config, [audio_files[n] for n in names])
     return dict(zip(names, out, strict=True))
 
 
@@ -162,16 +164,16 @@ def test_unreadable_file_is_named_before_the_model_loads(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF not really audio")
     with pytest.raises(AudioError, match="broken.wav"):
-        transcribe([bad], "no-such-model")
+        transcribe(TranscribeConfig(model="no-such-model"), [bad])
     with pytest.raises(AudioError, match="missing.flac"):
-        transcribe(tmp_path / "missing.flac", "no-such-model")
+        transcribe(TranscribeConfig(model="no-such-model"), tmp_path / "missing.flac")
 
 
 def test_bad_options_fail_fast(tmp_path):
     with pytest.raises(ValueError, match="--format"):
-        transcribe([tmp_path / "x.wav"], "whisper-tiny.en", output_format="docx")
+        transcribe(TranscribeConfig(model="whisper-tiny.en", format="docx"), [tmp_path / "x.wav"])
     with pytest.raises(ValueError, match="no audio files"):
-        transcribe([], "whisper-tiny.en")
+        transcribe(TranscribeConfig(model="whisper-tiny.en"), [])
 
 
 def test_language_rules_on_a_tiny_random_model(tiny_model_dir, kids_test_clips):
@@ -196,7 +198,7 @@ def test_language_is_checked_before_the_audio_and_the_model(tmp_path):
     from kidwhisper.config import ConfigError
 
     with pytest.raises(ConfigError, match="--language xx: whisper-tiny.en is an English-only model"):
-        transcribe([tmp_path / "missing.flac"], "whisper-tiny.en", language="xx")
+        transcribe(TranscribeConfig(model="whisper-tiny.en", language="xx"), [tmp_path / "missing.flac"])
 
 
 # ------------------------------------------------------------------------------ streaming (#14)
@@ -421,7 +423,8 @@ def recording(tmp_path_factory, kids_test_clips):
 def test_cue_boundaries_match_clip_boundaries(recording):
     """Real whisper-base with word times: every clip's speech starts and ends within 0.5 s of a cue edge."""
     path, speech = recording
-    result = transcribe(path, "whisper-base", device="cpu", word_timestamps=True, progress=False)[0]
+    result = transcribe(TranscribeConfig(model="whisper-base", device="cpu", word_timestamps=True, progress=False),
+                        path)[0]
     assert len(result["windows"]) == 2  # the recording is longer than one window
     segs = result["segments"]
     edges = np.array([s["start"] for s in segs] + [s["end"] for s in segs])
@@ -443,13 +446,19 @@ def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
 
     a, b = kids_test_clips[0][1], kids_test_clips[1][1]
     out = tmp_path / "subs"
-    cmd = [sys.executable, "-m", "kidwhisper", "transcribe", "--model", "whisper-tiny.en", "--format", "vtt",
-           "--word-timestamps", "--output-dir", str(out), str(a), str(b), "-q"]
+    (tmp_path / "subs.yaml").write_text("format: vtt\nword_timestamps: true\nmodel: whisper-base\n")
+    cmd = [sys.executable, "-m", "kidwhisper", "transcribe", "--config", str(tmp_path / "subs.yaml"), "--model",
+           "whisper-tiny.en", "--output-dir", str(out), str(a), str(b), "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                        timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stderr == ""  # -q: no progress bar, no library warning
-    assert sorted(p.name for p in out.iterdir()) == [f"{Path(a).stem}.vtt", f"{Path(b).stem}.vtt"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{Path(a).stem}.vtt", f"{Path(b).stem}.vtt",
+                                                     "transcribe_config.yaml"]
+    saved = yaml.safe_load((out / "transcribe_config.yaml").read_text())  # the resolved options, flags win
+    assert saved == {"model": "whisper-tiny.en", "adapter": None, "language": "en", "format": "vtt",
+                     "word_timestamps": True, "timestamps": True, "output_dir": str(out), "device": "auto",
+                     "batch_size": 8, "progress": False}
     vtt = (out / f"{Path(a).stem}.vtt").read_text()
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt
 
@@ -471,8 +480,9 @@ def test_packed_transcribe_of_short_files_is_packed_evaluate_and_leaves_long_fil
     decode_clips = tr.decode_clips
     monkeypatch.setattr(tr, "decode_clips", spy)
     shorts = [path for _, path, _ in kids_test_clips]
-    packed = transcribe([*shorts, audio_files["long"]], "whisper-tiny.en", device="cpu", batch_size=len(shorts),
-                        progress=False, pack=True)
+    config = TranscribeConfig(model="whisper-tiny.en", device="cpu", batch_size=len(shorts), progress=False,
+                              timestamps=True, pack=True)
+    packed = transcribe(config, [*shorts, audio_files["long"]])
     assert packed_batches == [len(shorts)]
     evaluate(EvalConfig(model="whisper-tiny.en", data=str(kids_manifest), out=str(tmp_path / "eval"),
                         device="cpu", batch_size=len(shorts), pack=True, progress=False))

@@ -210,21 +210,11 @@ def cmd_model_card(args) -> int:
 
 # -------------------------------------------------------------------------------------- transcribe
 def _transcribe_args(p):
+    from kidwhisper.transcribe import TranscribeConfig
+
     p.add_argument("audio", nargs="+", help="audio files (wav/flac/mp3/ogg, any rate, stereo, any length)")
-    p.add_argument("--model", default="whisper-base")
-    p.add_argument("--adapter")
-    p.add_argument("--language", default="en", help="force this language (default en) or 'auto'")
-    p.add_argument("--format", dest="output_format", choices=["text", "json", "srt", "vtt"], default="text",
-                   help="text, JSON (with phrase segments), SubRip or WebVTT subtitles (cues of <= 7 s)")
-    p.add_argument("--word-timestamps", dest="word_timestamps", action="store_true",
-                   help="add word start/end times (JSON 'words', WebVTT word tags)")
-    p.add_argument("--output-dir", dest="output_dir",
-                   help="write one OUTPUT_DIR/<stem>.<ext> per input (txt/json/srt/vtt) instead of printing")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=8)
-    p.add_argument("--pack", action="store_true",
-                   help="decode the short files (one window of <= 25 s) of a batch in one encoder pass, as "
-                        "evaluate --pack does")
+    p.add_argument("--config", help="YAML/JSON file with the same options (flags override it)")
+    add_config_args(p, TranscribeConfig, skip=("progress",))
 
 
 @command("transcribe", "transcribe audio files with a (tuned) model: text, JSON, SRT or WebVTT")
@@ -235,22 +225,19 @@ def cmd_transcribe(args) -> int:
     # Deprecation notices of the libraries (peft calling transformers' is_gradient_checkpointing, ...) are
     # for their developers, not for someone transcribing a file.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft|torch|accelerate)\b")
-    from kidwhisper.transcribe import format_listed, format_transcripts, transcribe_iter
+    from kidwhisper.transcribe import TranscribeConfig, format_listed, format_transcripts, transcribe_iter
 
-    results = transcribe_iter(args.audio, args.model, adapter=args.adapter, language=args.language,
-                              output_format=args.output_format, device=args.device, batch_size=args.batch_size,
-                              progress=not args.quiet, word_timestamps=args.word_timestamps,
-                              timestamps=args.output_format != "text" or args.word_timestamps,
-                              output_dir=args.output_dir, pack=args.pack)
-    if args.output_dir:
+    cfg = config_from_args(TranscribeConfig, args, {"progress": not args.quiet}, "transcribe options")
+    results = transcribe_iter(cfg, args.audio)
+    if cfg.output_dir:
         for _ in results:
             pass  # each file is written as it finishes
-        print(f"written: {len(args.audio)} file(s) in {args.output_dir}")
-    elif args.output_format == "json" or len(args.audio) == 1:
-        print(format_transcripts(list(results), args.output_format))
+        print(f"written: {len(args.audio)} file(s) in {cfg.output_dir}")
+    elif cfg.format == "json" or len(args.audio) == 1:
+        print(format_transcripts(list(results), cfg.format))
     else:
         for r in results:  # printed as each file finishes
-            print(format_listed(r, args.output_format), flush=True)
+            print(format_listed(r, cfg.format), flush=True)
     return 0
 
 
@@ -310,15 +297,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean "bad input" or "cannot write the output": reported in one line, exit status 2."""
+    """Exceptions that mean "bad input" or "cannot write the output": reported in one line, exit status 2.
+    Each is raised by kidwhisper with a message that names the input and the fix; anything else (a
+    FileNotFoundError or ValueError from inside a library included) is a bug."""
     from kidwhisper.audio import AudioError
     from kidwhisper.config import ConfigError, OutputError
     from kidwhisper.data.manifest import ManifestError
     from kidwhisper.export import ExportError
     from kidwhisper.models.builtin import ModelError
+    from kidwhisper.report.collect import CompareError
 
     errors: list[type[BaseException]] = [AudioError, ConfigError, ManifestError, ModelError, ExportError,
-                                         OutputError, FileNotFoundError]
+                                         OutputError, CompareError]
     try:
         from kidwhisper.data.prepare import PrepareError
         from kidwhisper.train.strategies import StrategyError

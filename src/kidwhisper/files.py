@@ -3,14 +3,19 @@ an unwritable directory reported as one line that names the file.
 
 Every file kidwhisper writes itself goes through :func:`_write` (open, write, optionally fsync), called
 by :func:`write_bytes` (into a temp directory that is renamed later), :func:`atomic_write_bytes` /
-:func:`atomic_write_text` (temp file + rename in the same directory) or :func:`append_text`. Files written
+:func:`atomic_write_text` (temp file + rename in the same directory), :class:`AppendThenRename` (the same,
+for a file written piece by piece) or :func:`append_text`. Files written
 by other libraries (``save_pretrained``, the CTranslate2 converter) are wrapped in :func:`writing`, which
 translates their errors the same way. On failure no ``.tmp`` file is left behind: a temp file is removed,
 and a temp directory is removed by the code that made it.
 
+Whole directories (a converted model, an export, the best weights of a run) are written with
+:func:`replacing_dir`: into a new temp directory next to the target, renamed into place when complete.
+
 Files and directories get the permissions any other tool gives them under the process umask (0644 and 0755
-under the usual 022): temp files and directories (which :mod:`tempfile` creates private, 0600 / 0700) are
-widened to that before they are renamed into place.
+under the usual 022). :mod:`tempfile` creates them private (0600 / 0700): a temp file gets the umask's mode
+as soon as it is made, a temp directory stays private while it is written and gets it just before it is
+renamed into place.
 """
 
 from __future__ import annotations
@@ -61,11 +66,64 @@ def current_umask() -> int:
 
 
 def temp_dir(prefix: str, dir: str | Path, suffix: str = ".tmp") -> Path:
-    """A new temp directory in ``dir`` (to be renamed into place when complete) with the mode a plain
-    ``mkdir`` would give it under the umask, not tempfile's private 0700."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
-    os.chmod(path, 0o777 & ~current_umask())
-    return path
+    """A new private (0700) temp directory in ``dir``, to be renamed into place when complete
+    (:func:`replacing_dir` gives it the umask's mode first)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dir))
+
+
+def _old_dir(final: Path) -> Path:
+    """Where :func:`replacing_dir` keeps the previous ``final`` between its two renames."""
+    return final.with_name(f".{final.name}.old")
+
+
+@contextlib.contextmanager
+def replacing_dir(final: str | Path) -> Iterator[Path]:
+    """Write directory ``final`` atomically: the block fills the temp directory it is given (next to
+    ``final``, from :func:`temp_dir`); when the block completes, the temp directory gets the mode ``mkdir``
+    would give it under the umask and is renamed to ``final``, a previous ``final`` being moved aside first
+    and deleted once the new one is in place.
+
+    When the block (or a rename) fails, the temp directory is removed and a previous ``final`` stays as it
+    was; errors that mean "cannot write" become OutputError / DiskFullError naming ``final``
+    (:func:`writing`). A kill between the two renames leaves the previous directory as ``.<name>.old``,
+    which :func:`restore_dir` puts back.
+    """
+    final = Path(final)
+    old = _old_dir(final)
+    with writing(final.parent):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_dir(f".{final.name}.", final.parent)
+    moved = False
+    try:
+        with writing(final):
+            yield tmp
+            os.chmod(tmp, 0o777 & ~current_umask())
+            if final.exists():
+                if old.exists():
+                    _remove(old)  # left by a kill between the renames, and final exists: stale
+                os.replace(final, old)
+                moved = True
+            os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        if moved and not final.exists():
+            os.replace(old, final)
+        raise
+    if moved:
+        _remove(old)
+
+
+def restore_dir(final: str | Path) -> None:
+    """Put back ``final`` from the copy a kill inside :func:`replacing_dir` left between its two renames,
+    and remove the temp directories a killed :func:`replacing_dir` left next to it (so call it only where
+    no other process is writing ``final``, e.g. in a run directory on resume)."""
+    final = Path(final)
+    old = _old_dir(final)
+    if old.is_dir() and not final.exists():
+        os.replace(old, final)
+    if final.parent.is_dir():
+        for leftover in final.parent.glob(f".{final.name}.*.tmp"):
+            _remove(leftover)
 
 
 def _remove(path: Path) -> None:
@@ -127,6 +185,46 @@ def atomic_write_bytes(path: str | Path, data: bytes | memoryview, fsync: bool =
 def atomic_write_text(path: str | Path, text: str) -> None:
     """:func:`atomic_write_bytes` of UTF-8 text, synced to disk before the rename."""
     atomic_write_bytes(path, text.encode("utf-8"), fsync=True)
+
+
+class AppendThenRename:
+    """A file built by appending text to a temp file beside it and renamed into place by :meth:`commit`
+    (synced first): ``path`` holds its old content or the complete new one, never a part. As a context
+    manager, the temp file is removed unless it was committed."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with writing(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+        finally:
+            os.close(fd)
+        self.tmp = Path(name)
+
+    def append(self, text: str) -> None:
+        with writing(self.path, cleanup=self.tmp):
+            _write(self.tmp, text.encode("utf-8"), mode="ab")
+
+    def commit(self) -> None:
+        with writing(self.path, cleanup=self.tmp):
+            fd = os.open(self.tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AppendThenRename:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 def append_text(path: str | Path, text: str) -> None:

@@ -26,8 +26,12 @@ alignment never changes the text. Without ``timestamps`` (plain text output) no 
 segment is one window. A window that is digital silence (peak below ``SILENCE_PEAK``) is not decoded
 (Whisper invents text for silence) and has no text; SRT and WebVTT leave empty segments out.
 
+Options: :class:`TranscribeConfig` (the flags of ``kidwhisper transcribe``); :func:`transcribe` and
+:func:`transcribe_iter` take it with the audio files.
+
 Output: ``--output-dir`` writes one ``<stem>.<ext>`` (``.txt``, ``.json``, ``.srt``, ``.vtt``) per input,
-atomically, and refuses to overwrite an input or to write two inputs to the same name.
+atomically, and refuses to overwrite an input or to write two inputs to the same name; the resolved
+options go beside them as ``transcribe_config.yaml``.
 
 Language: English is forced by default, as the models were tuned for it. ``language="auto"`` lets a
 multilingual model detect the language per window; another ISO code forces that language (multilingual
@@ -49,7 +53,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration, stream_audio
-from kidwhisper.config import ConfigError
+from kidwhisper.config import ConfigError, save_config
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
 from kidwhisper.decode_packed import PACK_SECONDS, SilenceCache, decode_clips
 from kidwhisper.files import atomic_write_text, check_output_dir
@@ -77,6 +81,35 @@ ENERGY_FRAME = SAMPLE_RATE // 50  # 320 samples = 20 ms frames for the energy cu
 ENERGY_SMOOTH_FRAMES = 5  # moving average over 5 frames = 100 ms, so a gap inside a word does not win
 SILENCE_PEAK = 1e-3  # a window whose |sample| never exceeds -60 dBFS is silence and is not decoded
 READ_BLOCK_SECONDS = 10.0  # a long file is read 10 s at a time
+CONFIG_FILE = "transcribe_config.yaml"  # the resolved TranscribeConfig, written into --output-dir
+
+
+@dataclass
+class TranscribeConfig:
+    """Options of ``kidwhisper transcribe`` (each field is the flag of the same name)."""
+
+    model: str = "whisper-base"  # built-in name (whisper-base, whisper-tiny.en), HF/CTranslate2 directory or Hub id
+    adapter: str | None = None  # LoRA adapter directory (RUN_DIR/adapter)
+    language: str = "en"  # force this language, or 'auto' to let a multilingual model detect it per window
+    format: OutputFormat = "text"  # text, JSON (with phrase segments), SubRip or WebVTT subtitles (cues of <= 7 s)
+    word_timestamps: bool = False  # add word start/end times (JSON 'words', WebVTT word tags)
+    timestamps: bool | None = None  # split the text into phrase cues aligned to the audio (None = yes, except
+    # for --format text without --word-timestamps); off, each <= 30 s window is one segment
+    output_dir: str | None = None  # write one OUTPUT_DIR/<stem>.<ext> per input (txt/json/srt/vtt) instead of printing
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
+    batch_size: int = 8  # windows decoded together
+    pack: bool = False  # the short files (one window of <= 25 s) of a batch in one encoder pass, as evaluate --pack
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise ConfigError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size must be >= 1")
+        if self.timestamps is None:
+            self.timestamps = self.format != "text" or self.word_timestamps
+        elif self.word_timestamps and not self.timestamps:
+            raise ConfigError("--word-timestamps needs the alignment: drop --no-timestamps")
 
 
 def chunk_bounds(audio: np.ndarray, window: int = N_SAMPLES,
@@ -262,48 +295,39 @@ def _encoder_output(net) -> Iterator[dict]:
         handle.remove()
 
 
-def transcribe(files: str | Path | Sequence[str | Path], model: str, adapter: str | None = None,
-               language: str = "en", output_format: OutputFormat = "text", device: str = "auto",
-               batch_size: int = 8, progress: bool = True, word_timestamps: bool = False,
-               timestamps: bool = True, output_dir: str | Path | None = None, pack: bool = False) -> list[dict]:
-    """Transcribe audio files of any length with ``model`` (+ LoRA ``adapter``); the list of
-    :func:`transcribe_iter` results."""
-    return list(transcribe_iter(files, model, adapter, language, output_format, device, batch_size, progress,
-                                word_timestamps, timestamps, output_dir, pack))
+def transcribe(config: TranscribeConfig, files: str | Path | Sequence[str | Path]) -> list[dict]:
+    """Transcribe audio files of any length as ``config`` says; the list of :func:`transcribe_iter` results."""
+    return list(transcribe_iter(config, files))
 
 
-def transcribe_iter(files: str | Path | Sequence[str | Path], model: str, adapter: str | None = None,
-                    language: str = "en", output_format: OutputFormat = "text", device: str = "auto",
-                    batch_size: int = 8, progress: bool = True, word_timestamps: bool = False,
-                    timestamps: bool = True, output_dir: str | Path | None = None,
-                    pack: bool = False) -> Iterator[dict]:
-    """Transcribe audio files of any length, yielding each file's result as soon as it is decoded.
+def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str | Path]) -> Iterator[dict]:
+    """Transcribe audio files of any length with ``config.model`` (+ LoRA ``config.adapter``), yielding each
+    file's result as soon as it is decoded.
 
     A result is a dict: ``file``, ``duration`` (s), ``language`` (of the first decoded window), ``text``,
     ``truncated`` (a window hit the token budget), ``windows`` (the decoded <= 30 s windows: ``start``,
     ``end``, ``text``) and ``segments``: phrase cues (``id``, ``start``, ``end``, ``text``, plus ``words``
     with ``word``, ``start``, ``end``, ``probability`` when ``word_timestamps``), or one segment per window
     when ``timestamps`` is False. With ``output_dir`` each result is also written there as
-    ``<stem>.<ext>`` in ``output_format`` (:func:`write_result`). With ``pack``, short files share encoder
-    passes (see the module docstring). Options, paths and files are checked before the model is loaded.
+    ``<stem>.<ext>`` in ``format`` (:func:`write_result`), and the config as ``transcribe_config.yaml``.
+    Options, paths and files are checked before the model is loaded.
     """
-    if output_format not in OUTPUT_FORMATS:
-        raise ConfigError(f"--format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}")
-    if batch_size < 1:
-        raise ConfigError("--batch-size must be >= 1")
+    c = config
     paths = [files] if isinstance(files, str | Path) else list(files)
     if not paths:
         raise ConfigError("no audio files given; pass one or more AUDIO paths")
-    check_language(model, language)  # from the model's generation config, before audio and weights load
-    targets = output_paths(paths, output_dir, output_format) if output_dir is not None else None
+    check_language(c.model, c.language)  # from the model's generation config, before audio and weights load
+    targets = output_paths(paths, c.output_dir, c.format) if c.output_dir is not None else None
     durations = check_files(paths)
-    net, processor = load_model(model, adapter, device, merge=True)  # merged LoRA decodes at base speed
-    results = stream_transcripts(net, processor, paths, paths, language, batch_size, progress,
-                                 model + (f" + {adapter}" if adapter else ""), MAX_NEW_TOKENS,
-                                 timestamps or word_timestamps, word_timestamps, durations, pack)
+    if c.output_dir is not None:
+        save_config(c, Path(c.output_dir) / CONFIG_FILE)
+    net, processor = load_model(c.model, c.adapter, c.device, merge=True)  # merged LoRA decodes at base speed
+    results = stream_transcripts(net, processor, paths, paths, c.language, c.batch_size, c.progress,
+                                 c.model + (f" + {c.adapter}" if c.adapter else ""), MAX_NEW_TOKENS,
+                                 c.timestamps, c.word_timestamps, durations, c.pack)
     for i, result in enumerate(results):
         if targets is not None:
-            write_result(result, targets[i], output_format)
+            write_result(result, targets[i], c.format)
         yield result
 
 
@@ -311,7 +335,8 @@ def transcribe_loaded(net, processor, paths: Sequence[str | Path], audios: Seque
                       language: str | None = "en", batch_size: int = 8, progress: bool = True,
                       name: str = "the model", max_new_tokens: int = MAX_NEW_TOKENS,
                       timestamps: bool = True, word_timestamps: bool = False, pack: bool = False) -> list[dict]:
-    """:func:`transcribe` with a loaded (model, processor) and loaded 16 kHz audio (one per path).
+    """:func:`transcribe` with a loaded (model, processor) and loaded 16 kHz audio (one per path) and the
+    options as arguments.
 
     ``max_new_tokens`` bounds the text of each window (Whisper's own 224 by default).
     """

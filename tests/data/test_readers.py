@@ -57,6 +57,22 @@ def test_read_kaldi_items_metadata_and_skips(tmp_path):
     assert "sox x.sph" in skips[1].detail
 
 
+@pytest.mark.parametrize("newline", [b"\r\n", b"\r"])
+def test_read_kaldi_and_jsonl_lines_end_at_crlf_or_cr_as_at_lf(tmp_path, newline):
+    unix, other = tmp_path / "unix", tmp_path / "other"
+    for d, end in ((unix, b"\n"), (other, newline)):
+        _touch(d / "text", end.join([b"u1 HELLO", b"", b"u2 GOOD \xe9", b"u3 BYE"]) + end)
+        _touch(d / "wav.scp", end.join([b"u1 a.wav", b"u2 b.wav", b"u3 c.wav"]) + end)
+        _touch(d / "m.jsonl", end.join([json.dumps({"audio": f"{u}.wav", "text": u}).encode() for u in "xyz"]) + end)
+    for read in (read_kaldi, lambda d: read_manifest_file(d / "m.jsonl")):
+        (want, want_skips), (got, got_skips) = read(unix), read(other)
+        assert [(i.id, i.text, i.audio.name, i.origin.split("/")[-1]) for i in got] == \
+               [(i.id, i.text, i.audio.name, i.origin.split("/")[-1]) for i in want]
+        assert [(s.id, s.reason, s.file.split("/")[-1]) for s in got_skips] == \
+               [(s.id, s.reason, s.file.split("/")[-1]) for s in want_skips]
+    assert [s.origin.split("/")[-1] for s in read_kaldi(other)[0]] == ["text:1", "text:4"]  # u2 is not UTF-8
+
+
 def test_read_kaldi_segments_cut_recordings(tmp_path):
     d = tmp_path / "k"
     _touch(d / "text", "a HI\nb THERE\nc ORPHAN\n")

@@ -78,3 +78,12 @@ def test_language_check_reads_only_the_generation_config(tiny_model_dir, tmp_pat
     check_language(str(model_dir), "auto")
     with pytest.raises(ConfigError, match="training needs the language of the data"):
         check_language(str(model_dir), "auto", allow_auto=False)
+
+
+def test_a_model_that_is_neither_a_directory_nor_a_hub_id_is_one_clear_error():
+    from kidwhisper.models.load import resolve_model_path
+
+    for typo in ("missing_model_dir/", "no such model", "runs/x/model/"):
+        with pytest.raises(ModelError, match=rf"Model {typo} not found: no such directory; available models = "):
+            resolve_model_path(typo)
+    assert resolve_model_path("openai/whisper-small") == "openai/whisper-small"  # a Hub id, left to the Hub

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -34,8 +35,8 @@ def save(run: Path, step: int) -> Path:
     ckpt_io.write_rng(tmp, 0)
     ckpt_io.write_files(tmp, {k: v.detach() for k, v in layer.state_dict().items()}, opt.state_dict(),
                         sched.state_dict())
-    return ckpt_io.finish(tmp, {"global_step": step, "epoch": 0, "step_in_epoch": step, "world_size": 1,
-                                "windows_fingerprint": "w"})
+    return ckpt_io.finish(tmp, ckpt_io.TrainerState(global_step=step, epoch=0, step_in_epoch=step, world_size=1,
+                                                    windows_fingerprint="w"))
 
 
 def truncate(path: Path) -> None:
@@ -54,11 +55,11 @@ def test_the_previous_checkpoint_is_kept_and_checksums_cover_every_file(tmp_path
     for name, digest in sums.items():  # what `sha256sum -c checksums.sha256` checks
         assert hashlib.sha256((last / name).read_bytes()).hexdigest() == digest
     ckpt = load_usable(tmp_path)
-    assert ckpt.path == last and ckpt.state["global_step"] == 2 and not ckpt.passed_over
+    assert ckpt.path == last and ckpt.state.global_step == 2 and not ckpt.passed_over
     assert ckpt.scheduler["last_epoch"] == 2 and ckpt.optimizer["state"][0]["step"] == 2
     save(tmp_path, 3)
-    assert load_usable(tmp_path).state["global_step"] == 3
-    assert ckpt_io.load(ckpts / "previous").state["global_step"] == 2  # two generations, never more
+    assert load_usable(tmp_path).state.global_step == 3
+    assert ckpt_io.load(ckpts / "previous").state.global_step == 2  # two generations, never more
 
 
 @pytest.mark.parametrize("name", [n for n in FILES])
@@ -68,7 +69,7 @@ def test_a_truncated_file_falls_back_to_the_previous_checkpoint(tmp_path, caplog
     truncate(last / name)
     with caplog.at_level(logging.WARNING, logger="kidwhisper.train.checkpoint"):
         ckpt = load_usable(tmp_path)
-    assert ckpt.state["global_step"] == 1 and ckpt.path.name == "previous" and ckpt.passed_over == [last]
+    assert ckpt.state.global_step == 1 and ckpt.path.name == "previous" and ckpt.passed_over == [last]
     assert f"checkpoints/last/{name}" in caplog.text and "resuming from" in caplog.text
 
 
@@ -90,7 +91,7 @@ def test_an_unverifiable_older_checkpoint_names_its_unreadable_file(tmp_path):
     """Older versions wrote no checksums: a truncated trainer_state.json is named, not "Expecting value"."""
     last = save(tmp_path, 1)
     (last / "checksums.sha256").unlink()
-    assert load_usable(tmp_path).state["global_step"] == 1  # parsed, not verified
+    assert load_usable(tmp_path).state.global_step == 1  # parsed, not verified
     truncate(last / "trainer_state.json")
     with pytest.raises(CheckpointError, match=r"last/trainer_state.json: unreadable \(JSONDecodeError"):
         load_usable(tmp_path)
@@ -121,10 +122,10 @@ def test_a_kill_while_the_checkpoints_rotate_leaves_a_complete_one(tmp_path, mon
     monkeypatch.undo()
     assert calls == [".previous.del", "previous", "last"]
     assert not (tmp_path / "checkpoints" / "last").exists()
-    assert load_usable(tmp_path).state["global_step"] == 2  # the step-2 checkpoint, now called previous
+    assert load_usable(tmp_path).state.global_step == 2  # the step-2 checkpoint, now called previous
     save(tmp_path, 3)
-    assert [load_usable(tmp_path).state["global_step"], ckpt_io.load(tmp_path / "checkpoints" / "previous")
-            .state["global_step"]] == [3, 2]
+    assert [load_usable(tmp_path).state.global_step, ckpt_io.load(tmp_path / "checkpoints" / "previous")
+            .state.global_step] == [3, 2]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last", "previous"]
 
 
@@ -136,4 +137,27 @@ def test_a_damaged_checkpoint_is_set_aside(tmp_path):
     ckpt_io.set_aside(ckpt.passed_over)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.damaged", "previous"]
     save(tmp_path, 3)  # the good step-1 checkpoint becomes previous, not the damaged one
-    assert ckpt_io.load(tmp_path / "checkpoints" / "previous").state["global_step"] == 1
+    assert ckpt_io.load(tmp_path / "checkpoints" / "previous").state.global_step == 1
+
+
+# trainer_state.json as the Trainer wrote it before TrainerState existed (a dict of these keys, json.dumps'd)
+SAVED_STATE = ('{"global_step": 6, "epoch": 2, "step_in_epoch": 2, "order": [1, 0], "best_wer": 0.875, '
+               '"best_step": 4, "bad_evals": 1, "evals": [{"step": 2, "dev_wer": 1.25}, {"step": 4, "dev_wer": 0.875}, '
+               '{"step": 6, "dev_wer": 0.9}], "elapsed_s": 12.5, "train_s": 9.25, "eval_s": 3.0, "windows_seen": 6, '
+               '"clips_seen": 36, "stopped_early": false, "world_size": 1, "windows_fingerprint": "ab12"}')
+
+
+def test_a_saved_trainer_state_loads_and_is_written_back_unchanged(tmp_path):
+    last = save(tmp_path, 1)
+    (last / "checksums.sha256").unlink()  # unverified, as in an older checkpoint: the state file is edited
+    (last / "trainer_state.json").write_text(SAVED_STATE)
+    state = load_usable(tmp_path).state
+    assert (state.global_step, state.epoch, state.step_in_epoch, state.order) == (6, 2, 2, [1, 0])
+    assert (state.best_wer, state.best_step, state.bad_evals, state.stopped_early) == (0.875, 4, 1, False)
+    assert state.evals[-1] == {"step": 6, "dev_wer": 0.9} and state.clips_seen == 36
+    assert json.dumps(state.to_dict()) == SAVED_STATE  # same keys, same order, same values
+
+    (last / "trainer_state.json").write_text('{"global_step": 3, "epoch": 1, "step_in_epoch": 1, "world_size": 2, '
+                                             '"windows_fingerprint": "w", "from_a_newer_version": 1}')
+    state = load_usable(tmp_path).state  # optional keys default, unknown keys are ignored
+    assert state == ckpt_io.TrainerState(global_step=3, epoch=1, step_in_epoch=1, world_size=2, windows_fingerprint="w")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +19,9 @@ import yaml
 from safetensors.torch import load_file
 
 from kidwhisper.config import ConfigError, from_dict
-from kidwhisper.train import loop
+from kidwhisper.train import loop, runtime
 from kidwhisper.train.config import LoraConfig, TrainConfig
-from kidwhisper.train.loop import Trainer, corpus_wer, train
+from kidwhisper.train.loop import Trainer, train
 from kidwhisper.train.strategies import trainable_state_dict
 
 RUN_FILES = {"adapter", "checkpoints", "train_config.yaml", "log.jsonl", "learning_curve.png", "summary.json"}
@@ -67,14 +68,24 @@ def test_config_validation_names_the_flags():
         from_dict(TrainConfig, {**base, "learning_rate": 1})
 
 
-def test_corpus_wer_aggregates_and_skips_empty_references():
+def test_dev_wer_aggregates_and_skips_empty_references(monkeypatch, tmp_path, caplog):
+    from kidwhisper.decode import Decoded
+
     refs = ["WE CALL IT BEAR", "YES", "[noise]"]
     hyps = ["We call it a bear.", "", "hello"]
-    wer, skipped = corpus_wer(refs, hyps)
+
+    def decode(model, processor, audios, language, batch_size, **kwargs):
+        return [Decoded(h, [1], "en", False) for h in hyps[: len(audios)]]
+
+    monkeypatch.setattr(loop, "transcribe_arrays", decode)
+    config = TrainConfig(model="m", train="t", dev="d", out=str(tmp_path), progress=False)
+    with caplog.at_level("INFO", logger="kidwhisper.train.loop"):
+        wer, _ = loop.evaluate_dev(None, None, [np.zeros(1)] * 3, refs, config)
+    skipped = int(re.search(r"dev WER skips (\d+) references", caplog.text).group(1))
     assert skipped == 1  # "[noise]" normalizes to nothing
     assert wer == pytest.approx((1 + 1) / (4 + 1))  # one insertion, one deletion over 5 reference words
     with pytest.raises(ValueError, match="normalizes to empty"):
-        corpus_wer(["[noise]"], ["x"])
+        loop.evaluate_dev(None, None, [np.zeros(1)], ["[noise]"], config)
 
 
 # ---------------------------------------------------------------------------------------- end to end
@@ -156,11 +167,11 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeyp
 
     def save_and_copy(self):
         save(self)
-        if self.state["global_step"] == 3:
+        if self.state.global_step == 3:
             shutil.copytree(Path(self.config.out) / "checkpoints" / "last", tmp_path / "step3")
 
     def die_at_step_6(self, micro_batches, shards):
-        if self.state["global_step"] == 5:
+        if self.state.global_step == 5:
             raise Killed
         return step(self, micro_batches, shards)
 
@@ -205,7 +216,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_one_in_a_moved_run_dir(
     step = Trainer._step
 
     def die_at_step_6(self, micro_batches, shards):
-        if self.state["global_step"] == 5:
+        if self.state.global_step == 5:
             raise Killed
         return step(self, micro_batches, shards)
 
@@ -250,14 +261,14 @@ def test_resume_accepts_the_run_dir_spelled_differently(make_config, tmp_path, m
     tmp.mkdir(parents=True)
     ckpt_io.write_rng(tmp, 0)
     ckpt_io.write_files(tmp, {"w": torch.zeros(2)}, {"state": {}, "param_groups": []}, {"last_epoch": 1})
-    ckpt_io.finish(tmp, {"global_step": 1, "epoch": 0, "step_in_epoch": 1, "world_size": 1,
-                         "windows_fingerprint": "w"})
+    ckpt_io.finish(tmp, ckpt_io.TrainerState(global_step=1, epoch=0, step_in_epoch=1, world_size=1,
+                                             windows_fingerprint="w"))
     monkeypatch.chdir(tmp_path)
     for spelling in ("runs/kill/", "./runs/kill", str(out.resolve()), str(tmp_path / "runs" / ".." / "runs" / "kill")):
         trainer = Trainer(make_config(out=spelling), resume=True)
         trainer.acc = SimpleNamespace(process_index=0)
         trainer._check_run_dir()
-        assert trainer.ckpt.state["global_step"] == 1
+        assert trainer.ckpt.state.global_step == 1
     with pytest.raises(ConfigError, match=r"option\(s\) \['seed'\] differ"):
         trainer = Trainer(make_config(out="runs/kill", seed=1), resume=True)
         trainer.acc = SimpleNamespace(process_index=0)
@@ -315,7 +326,7 @@ def test_a_full_disk_stops_training_in_one_line_and_keeps_the_last_checkpoint(ma
     out = Path(config.out)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["last"]
-    assert ckpt_io.load_usable(out).state["global_step"] == 1
+    assert ckpt_io.load_usable(out).state.global_step == 1
     assert [json.loads(x)["step"] for x in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
 
     weights = out / "checkpoints" / "last" / "trainable.safetensors"
@@ -440,7 +451,7 @@ def test_pack_modes_agree_when_every_clip_is_alone(make_config):
 
 def test_mixed_precision_auto_is_bf16_only_where_native(make_config):
     summary = train(make_config("auto", mixed_precision="auto", max_steps=2, eval_every=2))
-    assert summary["mixed_precision"] == ("bf16" if loop.cpu_bf16_supported() else "no")
+    assert summary["mixed_precision"] == ("bf16" if runtime.cpu_bf16_supported() else "no")
     assert summary["steps"] == 2 and summary["best_dev_wer"] > 0  # dev decoded (in float32) after bf16 steps
     assert TrainConfig(model="m", train="t", dev="d", out="o").mixed_precision == "auto"
 

@@ -341,9 +341,14 @@ class AudioFiles(Sequence):
         return load_audio(self.paths[i])
 
 
+def manifest_line(clip: Clip) -> str:
+    """One clip as a manifest line (JSON, UTF-8 characters as they are, ending in a newline)."""
+    return json.dumps(clip.to_json(), ensure_ascii=False) + "\n"
+
+
 def write_manifest(clips: Iterable[Clip], path: str | Path) -> Path:
     """Write clips as JSONL atomically. Returns the path written."""
-    text = "".join(json.dumps(c.to_json(), ensure_ascii=False) + "\n" for c in clips)
+    text = "".join(manifest_line(c) for c in clips)
     atomic_write_text(path, text)
     return Path(path)
 

@@ -3,9 +3,8 @@
 Layouts: Kaldi data directories, manifests, sidecar trees, recordings with time-aligned transcripts,
 Hugging Face datasets and lhotse manifests (:mod:`kidwhisper.data.readers`).
 
-Steps: read the layout (:mod:`kidwhisper.data.readers`), check ids and transcripts in this process, then
-convert audio in worker processes (one task per clip, or per recording for segmented layouts, so a long
-recording is opened once), and write::
+Steps: read the layout (:mod:`kidwhisper.data.readers`) once to check ids and transcripts and claim the
+clip names, then again to convert the audio in worker processes (``--jobs``) and write::
 
     OUTPUT_DIR/manifest.jsonl        one line per kept clip (see kidwhisper.data.manifest)
     OUTPUT_DIR/clips/<id>.flac       16 kHz mono 16-bit (or .wav with audio_format="wav")
@@ -20,6 +19,14 @@ not write (it is not in ``prepare_files.json``, nor, for outputs of versions wit
 old manifest) is never removed, and one with the name of a clip to write stops the run. Likewise
 ``manifest.jsonl``, ``prepare_report.json`` and ``prepare_config.json`` are only replaced in a directory
 an earlier prepare wrote.
+
+prepare streams: readers yield one utterance at a time, chunks of them are converted a bounded number at a
+time (:mod:`kidwhisper.data.convert`), finished chunks are appended to the manifest's temp file in input
+order, and the report's counts are added up as they pass. Memory therefore holds a bounded number of
+utterances, and audio only in the workers, whatever the corpus size; what grows with it are short strings
+per utterance (its id, to find duplicates, and its clip's file name, for the clean-up list) and the text
+tables of a Kaldi directory. Hugging Face datasets and lhotse manifests are still read into a list of
+utterances first (their audio is written to disk, not held).
 
 Audio held inside the input (a Hugging Face dataset's embedded bytes, lhotse recordings that lhotse must
 decode) is first written to ``OUTPUT_DIR/.staging/``, which is deleted when prepare ends.
@@ -39,29 +46,46 @@ never silently dropped; one kept despite a doubt (segments that overlap) is list
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import re
 import shutil
 import unicodedata
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from tqdm import tqdm
 
-from kidwhisper.audio import SAMPLE_RATE, AudioError, read_audio, to_mono_16k
 from kidwhisper.config import ConfigError
 from kidwhisper.data import readers, readers_lhotse, segment
-from kidwhisper.data.manifest import MANIFEST_NAME, Clip, ManifestError, read_manifest, write_manifest
-from kidwhisper.data.readers import FORMATS, InputError, RawItem, ReadOptions, Skip, read_input
-from kidwhisper.data.segment import MAX_CLIP_SECONDS, Segment, segment_recording, to_samples, too_long_reason
-from kidwhisper.files import atomic_write_bytes, atomic_write_text, writing
+from kidwhisper.data.convert import (  # noqa: F401 - the audio reasons and fixes are part of prepare's vocabulary
+    CHUNK_ITEMS,
+    FIX_DOWNMIXED,
+    FIX_PEAKS_CLIPPED,
+    FIX_RESAMPLED,
+    IN_FLIGHT_PER_WORKER,
+    REASON_SILENT,
+    REASON_TOO_SHORT,
+    REASON_UNREADABLE,
+    REASON_ZERO_LENGTH,
+    SILENCE_PEAK,
+    Outcome,
+    Settings,
+    chunk_size,
+    converted,
+    max_items_in_memory,
+    n_workers,
+)
+from kidwhisper.data.manifest import MANIFEST_NAME, Clip, ManifestError, iter_manifest, manifest_line
+from kidwhisper.data.readers import FORMATS, Entry, InputError, RawItem, ReadOptions, Skip, open_input
+from kidwhisper.data.segment import MAX_CLIP_SECONDS
+from kidwhisper.files import AppendThenRename, atomic_write_text, writing
 from kidwhisper.files import check_output_dir as check_writable_dir
 
 log = logging.getLogger(__name__)
@@ -71,24 +95,16 @@ CONFIG_NAME = "prepare_config.json"
 WRITTEN_NAME = "prepare_files.json"
 CLIPS_DIR = "clips"
 STAGING_DIR = ".staging"  # audio embedded in the input, as files; removed when prepare ends
-SILENCE_PEAK = 1e-4  # full scale = 1.0; below this peak (about 3 LSB of 16-bit audio) a clip is silent
 LIST_LIMIT = 1000  # ids/files listed per reason or fix in the report (the counts are always complete)
 
 REASON_DUPLICATE = "duplicate id"
 REASON_EMPTY_TEXT = "empty transcript"
 REASON_UNREPRESENTABLE = "transcript has only unrepresentable characters"
 REASON_MISSING_AUDIO = "audio file not found"
-REASON_UNREADABLE = "unreadable or corrupt audio"
-REASON_ZERO_LENGTH = "zero-length audio"
-REASON_SILENT = "silent audio"
-REASON_TOO_SHORT = "too short"
 
 FIX_NFC = "text NFC-normalized"
 FIX_TEXT_CLEANED = "text cleaned (unrepresentable characters removed)"
 FIX_ID_SAFE = "id made file-name safe"
-FIX_RESAMPLED = "resampled"
-FIX_DOWNMIXED = "downmixed"
-FIX_PEAKS_CLIPPED = "peaks clipped to full scale"
 
 HINTS = {  # the fix to suggest for each skip reason (in the report)
     REASON_DUPLICATE: "give every utterance a unique id",
@@ -180,214 +196,84 @@ def safe_id(utt: str) -> str:
     return "_" + safe[1:] if safe.startswith(".") else safe or "_"
 
 
-# --------------------------------------------------------------------------- audio (worker processes)
+# --------------------------------------------------------------------------- checks, as the items stream by
+
+
+class _Skips:
+    """Skips (or warnings) as they stream by: every reason's count, and its first LIST_LIMIT in arrival order."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.listed: list[Skip] = []
+
+    def add(self, skip: Skip) -> None:
+        self.counts[skip.reason] += 1
+        if self.counts[skip.reason] <= LIST_LIMIT:
+            self.listed.append(skip)
 
 
 @dataclass
-class _Job:
-    id: str
-    start: float | None
-    end: float | None
-    text: str
+class _Tally:
+    """What the report counts besides the kept clips, gathered as the entries stream by."""
+
+    n_input: int = 0  # utterances the reader yielded, usable or not
+    read: _Skips = field(default_factory=_Skips)  # skipped by the reader
+    checked: _Skips = field(default_factory=_Skips)  # skipped by the id/text/file checks
+    converted: _Skips = field(default_factory=_Skips)  # skipped by the audio checks
+    warnings: _Skips = field(default_factory=_Skips)
+    fixes: Counter[str] = field(default_factory=Counter)
+    fixed_ids: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # first LIST_LIMIT per kind
+
+    def fix(self, kind: str, utt: str) -> None:
+        self.fixes[kind] += 1
+        if self.fixes[kind] <= LIST_LIMIT:
+            self.fixed_ids[kind].append(utt)
+
+    def skips(self) -> list[_Skips]:
+        """In the order the report and the log list them: reader, checks, audio."""
+        return [self.read, self.checked, self.converted]
 
 
-@dataclass
-class _Task:
-    audio: str
-    segmented: bool  # cut start..end from a recording (checked with segment_recording)
-    jobs: list[_Job]
-
-
-@dataclass(frozen=True)
-class _Settings:
-    clips_dir: str
-    audio_format: str
-    min_duration: float
-    max_duration: float
-
-
-@dataclass
-class _Outcome:
-    id: str
-    reason: str | None = None  # None = written
-    detail: str = ""
-    duration: float = 0.0
-    start: float = 0.0  # in the source recording, seconds
-    end: float = 0.0
-    fixes: list[str] = field(default_factory=list)
-
-
-class _Source:
-    """An audio file opened once: soundfile reads regions on demand; other formats are decoded whole."""
-
-    def __init__(self, path: Path):
-        import soundfile as sf
-
-        self.path, self.data = path, None
-        try:
-            info = sf.info(str(path))
-            self.rate, self.frames, self.channels = info.samplerate, info.frames, info.channels
-        except Exception:  # noqa: BLE001 - not for libsndfile: PyAV decodes it (or raises AudioError)
-            self.data, self.rate = read_audio(path)
-            self.frames, self.channels = self.data.shape
-        self.duration = self.frames / self.rate if self.rate else 0.0
-
-    def read(self, start: float, end: float | None) -> np.ndarray:
-        if self.data is None:
-            return read_audio(self.path, start, end)[0]
-        last = None if end is None else to_samples(end, self.rate)
-        return self.data[to_samples(start, self.rate):last]
-
-
-def _cut(source: _Source, cid: str, start: float, end: float | None, fixes: list[str], s: _Settings,
-         segmented: bool) -> _Outcome:
-    src_end = source.duration if end is None else end
-    if source.frames == 0:
-        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} is an audio file with no samples")
-    if src_end - start <= 0:
-        return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} has no samples in {start:.3f}-{src_end:.3f} s")
-    if not segmented and src_end - start > s.max_duration + 1.0 / SAMPLE_RATE:  # decide before decoding
-        return _Outcome(cid, too_long_reason(s.max_duration),
-                        f"{src_end - start:.1f} s; split it with a segments/TextGrid file")
-    try:
-        data = source.read(start, end)
-    except AudioError as e:
-        return _Outcome(cid, REASON_UNREADABLE, str(e))
-    audio = to_mono_16k(data, source.rate)
-    if source.rate != SAMPLE_RATE:
-        fixes.append(FIX_RESAMPLED)
-    if data.ndim == 2 and data.shape[1] > 1:
-        fixes.append(FIX_DOWNMIXED)
-    duration = len(audio) / SAMPLE_RATE
-    if len(audio) == 0:
-        if segmented:
-            return _Outcome(cid, REASON_ZERO_LENGTH, f"{source.path} has no samples in {start:.3f}-{src_end:.3f} s")
-        return _Outcome(cid, REASON_UNREADABLE, f"{source.path}: its header announces {source.frames} frames but "
-                                                f"none decode; the file is corrupt")
-    if duration < s.min_duration:
-        return _Outcome(cid, REASON_TOO_SHORT, f"{duration:.3f} s < --min-duration {s.min_duration:g} s")
-    if len(audio) > to_samples(s.max_duration, SAMPLE_RATE):
-        hint = "shorten or split the segment" if segmented else "split it with a segments/TextGrid file"
-        return _Outcome(cid, too_long_reason(s.max_duration), f"{duration:.1f} s; {hint}")
-    peak = float(np.abs(audio).max())
-    if peak < SILENCE_PEAK:
-        return _Outcome(cid, REASON_SILENT, f"peak {peak:.2g} < {SILENCE_PEAK:g} of full scale")
-    if peak > 1.0:
-        fixes.append(FIX_PEAKS_CLIPPED)
-    pcm = np.clip(np.round(audio * 32768.0), -32768, 32767).astype(np.int16)  # exact for 16-bit input
-    _write_clip(Path(s.clips_dir) / f"{cid}.{s.audio_format}", pcm, s.audio_format)
-    return _Outcome(cid, None, "", round(duration, 6), round(start, 6), round(start + duration, 6), fixes)
-
-
-def _write_clip(path: Path, pcm: np.ndarray, audio_format: str) -> None:
-    """Encode in memory, then write atomically (a full disk is a DiskFullError naming the clip)."""
-    import io
-
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, pcm, SAMPLE_RATE, format=audio_format.upper(), subtype="PCM_16")
-    atomic_write_bytes(path, buf.getbuffer(), fsync=False)
-
-
-def _convert_task(task: _Task, settings: _Settings) -> list[_Outcome]:
-    """One source file -> one outcome per job (runs in a worker process)."""
-    try:
-        source = _Source(Path(task.audio))
-    except AudioError as e:
-        return [_Outcome(job.id, REASON_UNREADABLE, str(e)) for job in task.jobs]
-    if not task.segmented:
-        return [_cut(source, job.id, 0.0, None, [], settings, False) for job in task.jobs]
-    segments = [Segment(job.start or 0.0, source.duration if job.end is None else job.end, job.text, id=job.id)
-                for job in task.jobs]
-    specs, seg_skips = segment_recording(Path(task.audio).stem, source.duration, segments, settings.max_duration)
-    outcomes = [_Outcome(k.id, k.reason, k.detail) for k in seg_skips]
-    outcomes += [_cut(source, spec.id, spec.start, spec.end, list(spec.fixes), settings, True) for spec in specs]
-    return outcomes
-
-
-def _workers(jobs: int, n_tasks: int) -> int:
-    if jobs == 0:
-        jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(jobs, n_tasks))
-
-
-def _run(tasks: list[_Task], settings: _Settings, config: PrepareConfig) -> tuple[list[_Outcome], int]:
-    workers = _workers(config.jobs, len(tasks))
-    convert = partial(_convert_task, settings=settings)
-    outcomes: list[_Outcome] = []
-    with ExitStack() as stack:
-        bar = stack.enter_context(tqdm(total=sum(len(t.jobs) for t in tasks), unit="clip", desc="prepare",
-                                       disable=not config.progress))
-        if workers == 1:
-            results = map(convert, tasks)
-        else:
-            pool = ProcessPoolExecutor(workers)
-            stack.callback(pool.shutdown, cancel_futures=True)
-            results = pool.map(convert, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
-        for result in results:
-            outcomes += result
-            bar.update(len(result))
-    return outcomes, workers
-
-
-# --------------------------------------------------------------------------- prepare
-
-
-def _check_items(items: list[RawItem], skips: list[Skip], fixes: dict[str, list[str]]) -> list[RawItem]:
-    """Ids, transcripts and audio existence, checked in this process; returns the usable items."""
-    first: dict[str, str] = {}
-    exists: dict[Path, bool] = {}
-    usable = []
-    for item in items:
+def _usable(entries: Iterable[Entry], tally: _Tally) -> Iterator[RawItem]:
+    """Ids, transcripts and audio existence, checked in this process as the entries stream by; yields the
+    usable items (id made safe, text cleaned) and records everything else in ``tally``."""
+    first: dict[str, str] = {}  # id -> where it was first used: grows with the corpus (short strings), as
+    # finding a duplicate id anywhere in the input needs every id seen so far
+    exists = functools.lru_cache(maxsize=4096)(Path.is_file)  # segments of one recording check it once
+    for item in entries:
+        tally.n_input += 1
+        if isinstance(item, Skip):
+            tally.read.add(item)
+            continue
+        for kind, detail in item.warnings:
+            tally.warnings.add(Skip(kind, item.origin, detail, item.id))
         utt = safe_id(item.id)
         if utt != item.id:
-            fixes[FIX_ID_SAFE].append(item.id)
-            item.id = utt
+            tally.fix(FIX_ID_SAFE, item.id)
         if utt in first:
-            skips.append(Skip(REASON_DUPLICATE, item.origin, f"first used at {first[utt]}", utt))
+            tally.checked.add(Skip(REASON_DUPLICATE, item.origin, f"first used at {first[utt]}", utt))
             continue
         first[utt] = item.origin
         text, text_fixes = clean_transcript(item.text)
         if not text:
             reason = REASON_UNREPRESENTABLE if item.text.strip() else REASON_EMPTY_TEXT
-            skips.append(Skip(reason, item.origin, f"{item.text[:40]!r}", utt))
+            tally.checked.add(Skip(reason, item.origin, f"{item.text[:40]!r}", utt))
             continue
         for kind in text_fixes:
-            fixes[kind].append(utt)
-        item.text = text
-        if item.audio not in exists:
-            exists[item.audio] = item.audio.is_file()
-        if not exists[item.audio]:
-            skips.append(Skip(REASON_MISSING_AUDIO, str(item.audio), f"listed at {item.origin}", utt))
+            tally.fix(kind, utt)
+        if not exists(item.audio):
+            tally.checked.add(Skip(REASON_MISSING_AUDIO, str(item.audio), f"listed at {item.origin}", utt))
             continue
-        usable.append(item)
-    return usable
-
-
-def _tasks(items: list[RawItem]) -> list[_Task]:
-    """Whole-file items -> one task each; items with start/end -> one task per recording."""
-    tasks: list[_Task] = []
-    recordings: dict[Path, _Task] = {}
-    for item in items:
-        job = _Job(item.id, item.start, item.end, item.text)
-        if item.start is None and item.end is None:
-            tasks.append(_Task(str(item.audio), False, [job]))
-        elif item.audio in recordings:
-            recordings[item.audio].jobs.append(job)
-        else:
-            recordings[item.audio] = _Task(str(item.audio), True, [job])
-            tasks.append(recordings[item.audio])
-    return tasks
+        yield replace(item, id=utt, text=text)  # a copy: a reader may yield the same objects on every pass
 
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def check_no_overlap(input_path: Path, out: Path, items: list[RawItem]) -> None:
-    """Refuse an OUTPUT_DIR that overlaps the input: is it, is inside it, contains it, or holds an audio
-    file an item refers to (paths compared after resolving symlinks). Raises PrepareError naming both."""
+def check_no_overlap(input_path: Path, out: Path, held: Iterable[Path] = ()) -> None:
+    """Refuse an OUTPUT_DIR that overlaps the input: is it, is inside it, contains it, or holds one of the
+    input's audio files ``held`` (paths compared after resolving symlinks). Raises PrepareError naming both."""
     src, dst = Path(os.path.realpath(input_path)), Path(os.path.realpath(out))
     if src == dst:
         relation = f"is the input {input_path}"
@@ -396,13 +282,55 @@ def check_no_overlap(input_path: Path, out: Path, items: list[RawItem]) -> None:
     elif _inside(src, dst):
         relation = f"contains the input {input_path}"
     else:
-        held = sorted({a for a in (Path(os.path.realpath(p)) for p in {i.audio for i in items}) if _inside(a, dst)})
-        if not held:
+        inside = sorted({a for a in (Path(os.path.realpath(p)) for p in held) if _inside(a, dst)})
+        if not inside:
             return
-        relation = f"holds {len(held)} audio file(s) of the input {input_path} (e.g. {held[0]})"
+        relation = f"holds {len(inside)} audio file(s) of the input {input_path} (e.g. {inside[0]})"
     suggestion = src.parent / f"{src.stem if src.is_file() else src.name}-prepared"
     raise PrepareError(f"OUTPUT_DIR {out} {relation}; prepare writes and cleans up OUTPUT_DIR, so it must not "
                        f"overlap the input: pass a new directory outside the input, e.g. {suggestion}")
+
+
+@dataclass
+class _Plan:
+    """What prepare learns from a first pass over the input, before it writes anything."""
+
+    usable: int  # items that pass the checks: the progress bar's total
+    recordings: int  # distinct audio files the reader listed
+    names: set[str]  # clip file names to write: the clean-up list must name them before they are written
+
+
+def _plan(entries: Iterable[Entry], input_path: Path, out: Path, staging: Path, audio_format: str,
+          progress: bool) -> _Plan:
+    """Read the input once without converting: refuse an overlapping OUTPUT_DIR, count, and name the clips.
+
+    Per item it keeps the clip's file name and its audio file's path (O(corpus) short strings, which the
+    clean-up list and the report's recording count need); the items themselves are dropped.
+    """
+    check_no_overlap(input_path, out)
+    dst, staged = Path(os.path.realpath(out)), Path(os.path.realpath(staging))
+    recordings: set[str] = set()
+    held: set[Path] = set()  # audio files of the input inside OUTPUT_DIR (a refusal)
+
+    def seen(entries: Iterable[Entry]) -> Iterator[Entry]:
+        for entry in entries:
+            if isinstance(entry, RawItem):
+                if str(entry.audio) not in recordings:
+                    recordings.add(str(entry.audio))
+                    real = Path(os.path.realpath(entry.audio))
+                    if _inside(real, dst) and not _inside(real, staged):  # staged audio is this run's own
+                        held.add(real)
+            yield entry
+
+    tally = _Tally()
+    with tqdm(entries, unit="utt", desc="checking", disable=not progress) as bar:
+        names = {f"{item.id}.{audio_format}" for item in _usable(seen(bar), tally)}
+    check_no_overlap(input_path, out, held)
+    log.info("%s: %d utterances, %d to convert", input_path, tally.n_input, len(names))
+    return _Plan(len(names), len(recordings), names)
+
+
+# --------------------------------------------------------------------------- output files
 
 
 def _written_before(out: Path) -> tuple[bool, set[str]]:
@@ -423,10 +351,10 @@ def _written_before(out: Path) -> tuple[bool, set[str]]:
     if not config.is_file():
         return False, set()
     try:
-        old = read_manifest(out / MANIFEST_NAME) if (out / MANIFEST_NAME).is_file() else []
+        old = [c.audio for c in iter_manifest(out / MANIFEST_NAME)] if (out / MANIFEST_NAME).is_file() else []
     except ManifestError:
         old = []
-    return True, {Path(c.audio).name for c in old if Path(c.audio).parent == Path(CLIPS_DIR)}
+    return True, {Path(a).name for a in old if Path(a).parent == Path(CLIPS_DIR)}
 
 
 def _claim_outputs(out: Path, names: set[str]) -> set[str]:
@@ -440,6 +368,9 @@ def _claim_outputs(out: Path, names: set[str]) -> set[str]:
         raise PrepareError(f"{foreign[0]} exists and was not written by kidwhisper prepare ({len(foreign)} such "
                            f"file(s)); prepare never overwrites other files: move them away or pass a new "
                            f"OUTPUT_DIR")
+    if ours:  # a manifest temp file of a killed run (``.manifest.jsonl.<random>.tmp``)
+        for leftover in out.glob(f".{MANIFEST_NAME}.*.tmp"):
+            leftover.unlink()
     written = {n for n in written if (clips_dir / n).exists() or (clips_dir / f".{n}.tmp").exists()} | names
     _write_ledger(out, written)
     return written
@@ -461,46 +392,62 @@ def _remove_stale(clips_dir: Path, written: set[str], keep: set[str]) -> int:
     return removed
 
 
-def _count(values: list[str], durations: list[float] | None = None) -> dict[str, float]:
-    if durations is None:
-        return dict(sorted(Counter(values).items()))
-    totals: dict[str, float] = defaultdict(float)
-    for value, seconds in zip(values, durations, strict=True):
-        totals[value] += seconds / 60
-    return {k: round(v, 2) for k, v in sorted(totals.items())}
+# --------------------------------------------------------------------------- report
 
 
-def _by_reason(entries: list[Skip]) -> dict[str, dict]:
+@dataclass
+class _Kept:
+    """Statistics of the kept clips, added up as they are written (per speaker, age and gender)."""
+
+    count: int = 0
+    seconds: float = 0.0
+    speakers: set[str] = field(default_factory=set)
+    clips: Counter[str] = field(default_factory=Counter)  # per speaker ("unknown" for None)
+    minutes: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per speaker
+    ages: Counter[str] = field(default_factory=Counter)
+    genders: Counter[str] = field(default_factory=Counter)
+
+    def add(self, clip: Clip) -> None:
+        speaker = clip.speaker if clip.speaker is not None else "unknown"
+        self.count += 1
+        self.seconds += clip.duration
+        if clip.speaker is not None:
+            self.speakers.add(clip.speaker)
+        self.clips[speaker] += 1
+        self.minutes[speaker] += clip.duration / 60
+        self.ages["unknown" if clip.age is None else f"{clip.age:g}"] += 1
+        self.genders["unknown" if clip.gender is None else clip.gender] += 1
+
+
+def _by_reason(parts: list[_Skips]) -> dict[str, dict]:
     """{reason: {count, fix, items (the first LIST_LIMIT: id, file, detail)}}, sorted by reason."""
     by_reason: dict[str, dict] = {}
-    for skip in entries:
-        entry = by_reason.setdefault(skip.reason, {"count": 0, "fix": HINTS.get(skip.reason, TOO_LONG_HINT
-                                                   if skip.reason.startswith("longer than") else ""), "items": []})
-        entry["count"] += 1
-        if len(entry["items"]) < LIST_LIMIT:
-            entry["items"].append({"id": skip.id, "file": skip.file, "detail": skip.detail})
+    for part in parts:
+        for reason, count in part.counts.items():
+            entry = by_reason.setdefault(reason, {"count": 0, "fix": HINTS.get(reason, TOO_LONG_HINT if
+                                                  reason.startswith("longer than") else ""), "items": []})
+            entry["count"] += count
+    for skip in (s for part in parts for s in part.listed):
+        items = by_reason[skip.reason]["items"]
+        if len(items) < LIST_LIMIT:
+            items.append({"id": skip.id, "file": skip.file, "detail": skip.detail})
     return dict(sorted(by_reason.items()))
 
 
-def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips: list[Clip], skips: list[Skip],
-            fixes: dict[str, list[str]], warnings: list[Skip], config: PrepareConfig, workers: int,
-            out: Path) -> dict:
-    seconds = sum(c.duration for c in clips)
-    speakers = [c.speaker if c.speaker is not None else "unknown" for c in clips]
-    durations = [c.duration for c in clips]
+def _report(input_path: str, fmt: str, plan: _Plan, tally: _Tally, kept: _Kept, config: PrepareConfig,
+            workers: int, out: Path) -> dict:
     return {
-        "input": {"path": input_path, "format": fmt, "utterances": n_input,
-                  "recordings": len({i.audio for i in items})},
-        "kept": len(clips),
-        "skipped": {"total": len(skips), "by_reason": _by_reason(skips)},
-        "fixes": {k: {"count": len(v), "ids": v[:LIST_LIMIT]} for k, v in sorted(fixes.items())},
-        "warnings": {"total": len(warnings), "by_kind": _by_reason(warnings)},
-        "duration": {"hours": round(seconds / 3600, 4), "minutes": round(seconds / 60, 2),
-                     "seconds": round(seconds, 3)},
-        "speakers": {"count": len({c.speaker for c in clips if c.speaker is not None}),
-                     "clips": _count(speakers), "minutes": _count(speakers, durations)},
-        "ages": _count(["unknown" if c.age is None else f"{c.age:g}" for c in clips]),
-        "genders": _count(["unknown" if c.gender is None else c.gender for c in clips]),
+        "input": {"path": input_path, "format": fmt, "utterances": tally.n_input, "recordings": plan.recordings},
+        "kept": kept.count,
+        "skipped": {"total": sum(sum(p.counts.values()) for p in tally.skips()), "by_reason": _by_reason(tally.skips())},
+        "fixes": {k: {"count": n, "ids": tally.fixed_ids[k]} for k, n in sorted(tally.fixes.items())},
+        "warnings": {"total": sum(tally.warnings.counts.values()), "by_kind": _by_reason([tally.warnings])},
+        "duration": {"hours": round(kept.seconds / 3600, 4), "minutes": round(kept.seconds / 60, 2),
+                     "seconds": round(kept.seconds, 3)},
+        "speakers": {"count": len(kept.speakers), "clips": dict(sorted(kept.clips.items())),
+                     "minutes": {k: round(v, 2) for k, v in sorted(kept.minutes.items())}},
+        "ages": dict(sorted(kept.ages.items())),
+        "genders": dict(sorted(kept.genders.items())),
         "config": asdict(config),
         "workers": workers,
         "outputs": {"manifest": str(out / MANIFEST_NAME), "clips": str(out / CLIPS_DIR),
@@ -509,7 +456,7 @@ def _report(input_path: str, fmt: str, n_input: int, items: list[RawItem], clips
     }
 
 
-def _log_skips(skips: list[Skip], verb: str = "skipped") -> None:
+def _log_skips(skips: Iterable[Skip], verb: str = "skipped") -> None:
     shown: Counter[str] = Counter()
     for skip in skips:
         shown[skip.reason] += 1
@@ -519,8 +466,16 @@ def _log_skips(skips: list[Skip], verb: str = "skipped") -> None:
             log.warning("more %s for %r; all are listed in %s", verb, skip.reason, REPORT_NAME)
 
 
+# --------------------------------------------------------------------------- prepare
+
+
 def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | None = None) -> dict:
     """Convert a corpus (Kaldi dir, manifest, sidecar tree or recordings with segments) into OUTPUT_DIR.
+
+    Two passes over the input: the first checks ids and transcripts, refuses an OUTPUT_DIR that overlaps
+    the input and claims the clip names; the second converts the audio in ``config.jobs`` worker processes,
+    a bounded number of chunks at a time (:func:`max_items_in_memory`), and appends each finished chunk to
+    the manifest's temp file in input order, so serial and parallel runs write the same bytes.
 
     Returns the report (also written to ``OUTPUT_DIR/prepare_report.json``). Raises PrepareError when the
     input is missing/unreadable/of unknown layout, or when no clip survives the checks.
@@ -530,65 +485,91 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
     staging = out / STAGING_DIR
     shutil.rmtree(staging, ignore_errors=True)  # left over by a killed run
     options = ReadOptions(config.split, config.text_column, staging, config.progress)
+    clips_dir = out / CLIPS_DIR
+    tally, kept = _Tally(), _Kept()
+    not_kept: set[str] = set()  # clip names of usable items whose audio was skipped
     try:
         try:
-            fmt, items, skips = read_input(input, config.format, options)
+            fmt, entries = open_input(input, config.format, options)
+            plan = _plan(entries(), Path(input).expanduser(), out, staging, config.audio_format, config.progress)
         except InputError as e:
             raise PrepareError(str(e)) from e
         except OSError as e:
             raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
-        staged = Path(os.path.realpath(staging))  # audio this run extracted from the input, not the user's
-        check_no_overlap(Path(input).expanduser(), out,
-                         [i for i in items if not _inside(Path(os.path.realpath(i.audio)), staged)])
-        warnings = [Skip(kind, item.origin, detail, item.id) for item in items for kind, detail in item.warnings]
-        n_input = len(items) + len(skips)
-        fixes: dict[str, list[str]] = defaultdict(list)
-        usable = _check_items(items, skips, fixes)
-
-        clips_dir = out / CLIPS_DIR
-        written = _claim_outputs(out, {f"{item.id}.{config.audio_format}" for item in usable})
+        written = _claim_outputs(out, plan.names)
         with writing(clips_dir):
             clips_dir.mkdir(parents=True, exist_ok=True)
-        settings = _Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
-        outcomes, workers = _run(_tasks(usable), settings, config)
+        settings = Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
+        workers = n_workers(config.jobs, plan.usable)
+        chunk = chunk_size(workers, plan.usable)
+        with AppendThenRename(out / MANIFEST_NAME) as manifest:
+            with tqdm(total=plan.usable, unit="clip", desc="prepare", disable=not config.progress) as bar, \
+                    closing(converted(_claimed(_usable(entries(), tally), plan, config.audio_format, input),
+                                      settings, workers, chunk)) as chunks:
+                for items, outcomes in chunks:
+                    _write_chunk(items, outcomes, manifest, tally, kept, not_kept, config.audio_format)
+                    bar.update(len(items))
+            keep = plan.names - not_kept
+            _remove_stale(clips_dir, written, keep)
+            _write_ledger(out, keep)
+            return _finish(input, out, fmt, plan, tally, kept, config, workers, manifest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+
+def _claimed(items: Iterable[RawItem], plan: _Plan, audio_format: str, input: str | Path) -> Iterator[RawItem]:
+    """The second pass's items, each checked to be one the first pass claimed (else the input changed in
+    between, and its clip could overwrite a file prepare did not write)."""
+    for item in items:
+        if f"{item.id}.{audio_format}" not in plan.names:
+            raise PrepareError(f"{input} changed while prepare read it ({item.id!r} appeared); run prepare again")
+        yield item
+
+
+def _write_chunk(items: list[RawItem], outcomes: list[Outcome], manifest: AppendThenRename, tally: _Tally,
+                 kept: _Kept, not_kept: set[str], audio_format: str) -> None:
+    """Append a converted chunk's clips to the manifest, in input order, and count its skips and fixes."""
     by_id = {o.id: o for o in outcomes}
-    clips: list[Clip] = []
-    for item in usable:
+    lines = []
+    for item in items:
         o = by_id[item.id]
         if o.reason is not None:
-            skips.append(Skip(o.reason, str(item.audio), o.detail, item.id))
+            tally.converted.add(Skip(o.reason, str(item.audio), o.detail, item.id))
+            not_kept.add(f"{item.id}.{audio_format}")
             continue
         for kind in o.fixes:
-            fixes[kind].append(item.id)
-        clips.append(Clip(item.id, f"{CLIPS_DIR}/{item.id}.{config.audio_format}", o.duration, item.text,
-                          item.speaker, item.age, item.gender,
-                          {"path": item.source or str(item.audio), "start": o.start, "end": o.end}))
-    kept = {Path(c.audio).name for c in clips}
-    _remove_stale(clips_dir, written, kept)
-    _write_ledger(out, kept)
+            tally.fix(kind, item.id)
+        clip = Clip(item.id, f"{CLIPS_DIR}/{item.id}.{audio_format}", o.duration, item.text, item.speaker, item.age,
+                    item.gender, {"path": item.source or str(item.audio), "start": o.start, "end": o.end})
+        kept.add(clip)
+        lines.append(manifest_line(clip))
+    manifest.append("".join(lines))
+
+
+def _finish(input: str | Path, out: Path, fmt: str, plan: _Plan, tally: _Tally, kept: _Kept, config: PrepareConfig,
+            workers: int, manifest: AppendThenRename) -> dict:
+    """Write the report and the config, then put the manifest in place (validated) and return the report;
+    raise PrepareError when no clip was kept."""
     resolved = replace(config, format=fmt)  # type: ignore[arg-type]
-    report = _report(_input_name(input), fmt, n_input, items, clips, skips, fixes, warnings,
-                     resolved, workers, out)
-    _log_skips(warnings, "kept with a warning")
-    _log_skips(skips)
+    report = _report(_input_name(input), fmt, plan, tally, kept, resolved, workers, out)
+    _log_skips(tally.warnings.listed, "kept with a warning")
+    _log_skips(s for part in tally.skips() for s in part.listed)
     reasons = ", ".join(f"{r}: {e['count']}" for r, e in report["skipped"]["by_reason"].items()) or "none"
     atomic_write_text(out / REPORT_NAME, _json(report))
     atomic_write_text(out / CONFIG_NAME, _json(asdict(resolved)))
-    if not clips:
+    if not kept.count:
         (out / MANIFEST_NAME).unlink(missing_ok=True)
-        first = skips[0] if skips else None
+        first = next((s for part in tally.skips() for s in part.listed), None)
         example = f"; e.g. {first.file}: {first.reason} ({first.detail})" if first else ""
-        raise PrepareError(f"{input}: no usable clips among {n_input} utterances (skipped: {reasons}){example}; "
-                           f"see {out / REPORT_NAME} for every file and its fix")
-    write_manifest(clips, out / MANIFEST_NAME)
-    read_manifest(out / MANIFEST_NAME)  # validate what was written (parses, unique ids)
+        raise PrepareError(f"{input}: no usable clips among {tally.n_input} utterances (skipped: {reasons})"
+                           f"{example}; see {out / REPORT_NAME} for every file and its fix")
+    for _ in iter_manifest(manifest.tmp):  # validate what was written (parses, unique ids)
+        pass
+    manifest.commit()
     noted = ", ".join(f"{k}: {e['count']}" for k, e in report["warnings"]["by_kind"].items()) or "none"
     log.info("prepare: kept %d of %d utterances (%.1f min, %d speakers) -> %s; skipped: %s; warnings: %s",
-             len(clips), n_input, report["duration"]["minutes"], report["speakers"]["count"], out / MANIFEST_NAME,
-             reasons, noted)
+             kept.count, tally.n_input, report["duration"]["minutes"], report["speakers"]["count"],
+             out / MANIFEST_NAME, reasons, noted)
     return report
 
 
@@ -599,6 +580,4 @@ def _input_name(input: str | Path) -> str:
 
 
 def _json(obj: object) -> str:
-    import json
-
     return json.dumps(obj, indent=2, ensure_ascii=False) + "\n"

@@ -5,6 +5,11 @@ transcript, speaker metadata); a :class:`Skip` is an utterance already unusable 
 read (no audio entry, transcript not UTF-8, piped command, unparseable transcript file). Readers only
 read text files; audio is checked later by :mod:`kidwhisper.data.prepare`. Text is not cleaned here.
 
+Each file layout has a generator (:func:`iter_kaldi`, :func:`iter_manifest_file`, :func:`iter_sidecar`,
+:func:`iter_segments`) that reads its files as it goes and yields items and skips one at a time, in input
+order; the ``read_*`` function of the same layout collects them into (items, skips). :func:`open_input`
+gives prepare a source of entries it can iterate twice without holding them.
+
 Layouts (``--format``): ``kaldi`` (:func:`read_kaldi`), ``manifest`` (:func:`read_manifest_file`),
 ``sidecar`` (:func:`read_sidecar`), ``segments`` (:func:`read_segments`), ``hf`` (Hugging Face datasets,
 :mod:`kidwhisper.data.readers_hf`) and ``lhotse`` (:mod:`kidwhisper.data.readers_lhotse`);
@@ -16,7 +21,7 @@ item there.
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import logging
 import os
@@ -85,7 +90,17 @@ class Skip:
     id: str | None = None
 
 
-Reader = Callable[[Path], tuple[list[RawItem], list[Skip]]]
+Entry = RawItem | Skip  # what a reader yields: an utterance, or one it already rejects
+Reader = Callable[[Path], Iterator[Entry]]
+
+
+def split_entries(entries: Iterable[Entry]) -> tuple[list[RawItem], list[Skip]]:
+    """A reader's entries -> (items, skips), each in input order."""
+    items: list[RawItem] = []
+    skips: list[Skip] = []
+    for entry in entries:
+        (skips if isinstance(entry, Skip) else items).append(entry)
+    return items, skips
 
 
 def _decode(raw: bytes) -> tuple[str, bool]:
@@ -96,9 +111,20 @@ def _decode(raw: bytes) -> tuple[str, bool]:
         return raw.decode("utf-8-sig", errors="replace"), False
 
 
+def _byte_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) for every line of a file, read one at a time. Lines end at ``\\n``,
+    ``\\r\\n`` or ``\\r``, as in ``bytes.splitlines``."""
+    lineno = 0
+    with open(path, "rb") as f:
+        for block in f:  # ends at b"\n"; a lone b"\r" inside it ends a line too
+            for line in block.splitlines():
+                lineno += 1
+                yield lineno, line
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, valid UTF-8) for the non-blank lines of a file; each line decoded on its own."""
-    for lineno, line in enumerate(path.read_bytes().splitlines(), 1):
+    for lineno, line in _byte_lines(path):
         text, ok = _decode(line)
         if text.strip():
             yield lineno, text, ok
@@ -120,14 +146,18 @@ def _path_id(path: Path, root: Path) -> str:
     return "-".join(path.relative_to(root).with_suffix("").parts) if path != root else path.stem
 
 
-def _walk(root: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """Files under ``root`` (sorted, hidden entries skipped) whose lower-case suffix is in ``extensions``."""
-    found = []
+def _iter_walk(root: Path, extensions: tuple[str, ...]) -> Iterator[Path]:
+    """Files under ``root`` (sorted, hidden entries skipped) whose lower-case suffix is in ``extensions``,
+    listed one folder at a time."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [Path(dirpath) / f for f in sorted(filenames)
-                  if not f.startswith(".") and Path(f).suffix.lower() in extensions]
-    return found
+        yield from (Path(dirpath) / f for f in sorted(filenames)
+                    if not f.startswith(".") and Path(f).suffix.lower() in extensions)
+
+
+def _walk(root: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """:func:`_iter_walk` as a list."""
+    return list(_iter_walk(root, extensions))
 
 
 def _sibling(audio: Path, extensions: tuple[str, ...]) -> Path | None:
@@ -157,6 +187,11 @@ def _kaldi_table(path: Path) -> dict[str, str]:
 
 
 def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
+    """:func:`iter_kaldi` collected into (items, skips)."""
+    return split_entries(iter_kaldi(data_dir))
+
+
+def iter_kaldi(data_dir: Path) -> Iterator[Entry]:
     """Kaldi data directory.
 
     ::
@@ -169,7 +204,8 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
         segments    <utt-id> <recording-id> <start> <end>   optional: cut utterances from recordings
 
     Piped commands in wav.scp (``sox x.sph -t wav - |``) are skipped with a reason: decode them to files
-    first. Transcripts are decoded line by line, so one non-UTF-8 line costs one utterance.
+    first. Transcripts are decoded line by line, so one non-UTF-8 line costs one utterance. ``text`` is
+    read as it is yielded; the other files are looked up by key, so they are read into tables first.
     """
     data_dir = Path(data_dir)
     text_path, scp_path = data_dir / "text", data_dir / "wav.scp"
@@ -183,15 +219,14 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
     spk2gender = _kaldi_table(data_dir / "spk2gender")
     segments: dict[str, tuple[str, float, float]] = {}
     seg_path = data_dir / "segments"
-    skips: list[Skip] = []
     if seg_path.is_file():
         for lineno, line, _ok in _lines(seg_path):
             fields = line.split()
             try:
                 segments[fields[0]] = (fields[1], float(fields[2]), float(fields[3]))
             except (IndexError, ValueError):
-                skips.append(Skip(REASON_BAD_LINE, f"{seg_path}:{lineno}", f"{line.strip()!r}; expected "
-                                  f"<utt-id> <recording-id> <start> <end>", fields[0] if fields else None))
+                yield Skip(REASON_BAD_LINE, f"{seg_path}:{lineno}", f"{line.strip()!r}; expected "
+                           f"<utt-id> <recording-id> <start> <end>", fields[0] if fields else None)
 
     def audio_of(key: str, origin: str) -> Path | Skip:
         entry = wav_scp.get(key)
@@ -203,15 +238,14 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
         path = Path(entry).expanduser()
         return path if path.is_absolute() else data_dir / path
 
-    items: list[RawItem] = []
-    seen: set[str] = set()
+    seen: set[str] = set()  # ids with a transcript, to report the audio entries without one
     for lineno, line, ok in _lines(text_path):
         utt, *rest = line.split(maxsplit=1)
         transcript = rest[0] if rest else ""
         origin = f"{text_path}:{lineno}"
         seen.add(utt)
         if not ok:
-            skips.append(Skip(REASON_NOT_UTF8, origin, "re-save the file as UTF-8", utt))
+            yield Skip(REASON_NOT_UTF8, origin, "re-save the file as UTF-8", utt)
             continue
         start = end = None
         if utt in segments:
@@ -223,16 +257,15 @@ def read_kaldi(data_dir: Path) -> tuple[list[RawItem], list[Skip]]:
             audio = audio_of(utt, origin)
         if isinstance(audio, Skip):
             audio.id = utt
-            skips.append(audio)
+            yield audio
             continue
         speaker = utt2spk.get(utt)
-        items.append(RawItem(utt, audio, transcript, start, end, speaker,
-                             _age(spk2age.get(speaker or "")), _opt(spk2gender.get(speaker or "")), origin))
+        yield RawItem(utt, audio, transcript, start, end, speaker,
+                      _age(spk2age.get(speaker or "")), _opt(spk2gender.get(speaker or "")), origin)
     for utt in segments.keys() if segments else wav_scp.keys():
         if utt not in seen:
-            skips.append(Skip(REASON_NO_TRANSCRIPT, str(seg_path if segments else scp_path),
-                              f"{utt!r} has no line in {text_path.name}", utt))
-    return items, skips
+            yield Skip(REASON_NO_TRANSCRIPT, str(seg_path if segments else scp_path),
+                       f"{utt!r} has no line in {text_path.name}", utt)
 
 
 # --------------------------------------------------------------------------- manifest
@@ -273,10 +306,11 @@ def _find_manifest(directory: Path) -> Path:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, object] | None, str]]:
-    """(line number, row or None if unparseable, raw line) of a JSONL/CSV/TSV manifest."""
-    text = path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    """(line number, row or None if unparseable, raw line) of a JSONL/CSV/TSV manifest, read row by row.
+    Bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``)."""
     if path.suffix.lower() == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, raw in _byte_lines(path):
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8", errors="surrogateescape")
             if line.strip():
                 try:
                     row = json.loads(line)
@@ -284,15 +318,21 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, object] | None, str]]:
                     row = None
                 yield lineno, row if isinstance(row, dict) else None, line
         return
-    first = text.split("\n", 1)[0]
-    tab = path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first)
-    reader = csv.DictReader(io.StringIO(text), delimiter="\t" if tab else ",",
-                            quoting=csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL)
-    for row in reader:
-        yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}, ""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        first = f.readline().split("\n", 1)[0]
+        f.seek(0)
+        tab = path.suffix.lower() == ".tsv" or ("\t" in first and "," not in first)
+        reader = csv.DictReader(f, delimiter="\t" if tab else ",", quoting=csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL)
+        for row in reader:
+            yield reader.line_num, {k.strip().lower(): v for k, v in row.items() if k is not None}, ""
 
 
 def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list[RawItem], list[Skip]]:
+    """:func:`iter_manifest_file` collected into (items, skips)."""
+    return split_entries(iter_manifest_file(path, text_column))
+
+
+def iter_manifest_file(path: Path, text_column: str | None = None) -> Iterator[Entry]:
     """A table with one utterance per row: JSONL, CSV (with header) or TSV (with header).
 
     Columns are found by common names: audio (``audio``, ``path``, ``file``, ``wav``, ``audio_filepath``,
@@ -306,13 +346,11 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
     if path.is_dir():
         path = _find_manifest(path)
     base = path.parent
-    items: list[RawItem] = []
-    skips: list[Skip] = []
     columns: dict[str, str | None] | None = None
     for lineno, row, raw in _rows(path):
         origin = f"{path}:{lineno}"
         if row is None:
-            skips.append(Skip(REASON_BAD_LINE, origin, f"{raw[:80]!r} is not a JSON object"))
+            yield Skip(REASON_BAD_LINE, origin, f"{raw[:80]!r} is not a JSON object")
             continue
         first = columns is None
         if first or path.suffix.lower() == ".jsonl":  # JSONL rows may each carry other keys
@@ -323,7 +361,7 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
                     message = f"--text-column {text_column!r} is not among the columns {sorted(row)}"
                 if first:
                     raise InputError(f"{origin}: {message}")
-                skips.append(Skip(REASON_BAD_LINE, origin, message))
+                yield Skip(REASON_BAD_LINE, origin, message)
                 continue
         cols = columns
 
@@ -332,8 +370,8 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
 
         value = str(get("audio") or "").strip()
         if not value:  # no path, so no id from it either
-            skips.append(Skip(REASON_NO_AUDIO_ENTRY, origin, f"empty {cols['audio']!r} cell; write the audio "
-                                                             f"file's path or remove the row", _opt(get("id"))))
+            yield Skip(REASON_NO_AUDIO_ENTRY, origin, f"empty {cols['audio']!r} cell; write the audio "
+                                                      f"file's path or remove the row", _opt(get("id")))
             continue
         audio = Path(value).expanduser()
         if not audio.is_absolute():
@@ -348,11 +386,10 @@ def read_manifest_file(path: Path, text_column: str | None = None) -> tuple[list
         text = get("text")
         text = "" if text is None else str(text)
         if any("\udc80" <= ch <= "\udcff" for ch in text):  # undecodable bytes (surrogateescape)
-            skips.append(Skip(REASON_NOT_UTF8, origin, "re-save the manifest as UTF-8", utt))
+            yield Skip(REASON_NOT_UTF8, origin, "re-save the manifest as UTF-8", utt)
             continue
-        items.append(RawItem(utt, audio, text, start, end, _opt(get("speaker")), _age(get("age")),
-                             _opt(get("gender")), origin))
-    return items, skips
+        yield RawItem(utt, audio, text, start, end, _opt(get("speaker")), _age(get("age")), _opt(get("gender")),
+                      origin)
 
 
 def _missing_columns_message(columns: dict[str, str | None], names: list[str]) -> str:
@@ -373,6 +410,11 @@ def _missing_columns_message(columns: dict[str, str | None], names: list[str]) -
 
 
 def read_sidecar(root: Path) -> tuple[list[RawItem], list[Skip]]:
+    """:func:`iter_sidecar` collected into (items, skips)."""
+    return split_entries(iter_sidecar(root))
+
+
+def iter_sidecar(root: Path) -> Iterator[Entry]:
     """A folder tree of ``clip.wav`` + ``clip.txt`` pairs (any audio extension; ``.lab`` also accepted).
 
     ::
@@ -386,32 +428,34 @@ def read_sidecar(root: Path) -> tuple[list[RawItem], list[Skip]]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: the sidecar layout needs a directory of clip.wav + clip.txt pairs")
-    items: list[RawItem] = []
-    skips: list[Skip] = []
-    used: set[Path] = set()
-    for audio in _walk(root, AUDIO_EXTENSIONS):
+    used: set[Path] = set()  # transcripts with audio, to report the others
+    for audio in _iter_walk(root, AUDIO_EXTENSIONS):
         transcript = _sibling(audio, SIDECAR_EXTENSIONS)
         utt = _path_id(audio, root)
         if transcript is None:
-            skips.append(Skip(REASON_NO_TRANSCRIPT, str(audio), f"write the transcript to {audio.stem}.txt", utt))
+            yield Skip(REASON_NO_TRANSCRIPT, str(audio), f"write the transcript to {audio.stem}.txt", utt)
             continue
         used.add(transcript)
         text, ok = _decode(transcript.read_bytes())
         if not ok:
-            skips.append(Skip(REASON_NOT_UTF8, str(transcript), "re-save the file as UTF-8", utt))
+            yield Skip(REASON_NOT_UTF8, str(transcript), "re-save the file as UTF-8", utt)
             continue
-        items.append(RawItem(utt, audio, text, origin=str(transcript)))
-    for transcript in _walk(root, SIDECAR_EXTENSIONS):
+        yield RawItem(utt, audio, text, origin=str(transcript))
+    for transcript in _iter_walk(root, SIDECAR_EXTENSIONS):
         if transcript not in used:
-            skips.append(Skip(REASON_NO_AUDIO_ENTRY, str(transcript), "no audio file with the same name",
-                              _path_id(transcript, root)))
-    return items, skips
+            yield Skip(REASON_NO_AUDIO_ENTRY, str(transcript), "no audio file with the same name",
+                       _path_id(transcript, root))
 
 
 # --------------------------------------------------------------------------- segments
 
 
 def read_segments(root: Path) -> tuple[list[RawItem], list[Skip]]:
+    """:func:`iter_segments` collected into (items, skips)."""
+    return split_entries(iter_segments(root))
+
+
+def iter_segments(root: Path) -> Iterator[Entry]:
     """Long recordings with a time-aligned transcript beside each (same stem).
 
     ::
@@ -428,29 +472,27 @@ def read_segments(root: Path) -> tuple[list[RawItem], list[Skip]]:
     (:func:`kidwhisper.data.segment.segment_recording`).
     """
     root = Path(root)
-    recordings = [root] if root.is_file() else _walk(root, AUDIO_EXTENSIONS)
+    recordings = [root] if root.is_file() else _iter_walk(root, AUDIO_EXTENSIONS)
     base = root.parent if root.is_file() else root
-    items: list[RawItem] = []
-    skips: list[Skip] = []
-    used: set[Path] = set()
+    used: set[Path] = set()  # transcripts with a recording, to report the others
     for audio in recordings:
         rec_id = _path_id(audio, base)
         transcript = _sibling(audio, SEGMENT_EXTENSIONS)
         if transcript is None:
-            skips.append(Skip(REASON_NO_TRANSCRIPT, str(audio), f"put {audio.stem}.TextGrid/.srt/.vtt/.csv "
-                                                                f"beside it", rec_id))
+            yield Skip(REASON_NO_TRANSCRIPT, str(audio), f"put {audio.stem}.TextGrid/.srt/.vtt/.csv beside it",
+                       rec_id)
             continue
         used.add(transcript)
         text, ok = _decode(transcript.read_bytes())
         if not ok and transcript.suffix.lower() == ".textgrid":
             text, ok = _decode_utf16(transcript.read_bytes(), text, ok)
         if not ok:
-            skips.append(Skip(REASON_NOT_UTF8, str(transcript), "re-save the file as UTF-8", rec_id))
+            yield Skip(REASON_NOT_UTF8, str(transcript), "re-save the file as UTF-8", rec_id)
             continue
         try:
             segments = PARSERS[transcript.suffix.lower()](text)
         except SegmentParseError as e:
-            skips.append(Skip(REASON_BAD_TRANSCRIPT_FILE, str(transcript), str(e), rec_id))
+            yield Skip(REASON_BAD_TRANSCRIPT_FILE, str(transcript), str(e), rec_id)
             continue
         latest_end, latest = float("-inf"), 0  # the segment reaching furthest so far
         for index, seg in enumerate(segments, 1):
@@ -462,13 +504,12 @@ def read_segments(root: Path) -> tuple[list[RawItem], list[Skip]]:
                                                     f"fix the times if the overlap is a mistake"))
             if seg.end > latest_end:
                 latest_end, latest = seg.end, index
-            items.append(item)
+            yield item
     if root.is_dir():
-        for transcript in _walk(root, SEGMENT_EXTENSIONS):
+        for transcript in _iter_walk(root, SEGMENT_EXTENSIONS):
             if transcript not in used:
-                skips.append(Skip(REASON_NO_AUDIO_ENTRY, str(transcript), "no recording with the same name",
-                                  _path_id(transcript, root)))
-    return items, skips
+                yield Skip(REASON_NO_AUDIO_ENTRY, str(transcript), "no recording with the same name",
+                           _path_id(transcript, root))
 
 
 def _decode_utf16(raw: bytes, text: str, ok: bool) -> tuple[str, bool]:
@@ -483,8 +524,8 @@ def _decode_utf16(raw: bytes, text: str, ok: bool) -> tuple[str, bool]:
 
 # --------------------------------------------------------------------------- detection
 
-READERS: dict[str, Reader] = {"kaldi": read_kaldi, "manifest": read_manifest_file,
-                              "sidecar": read_sidecar, "segments": read_segments}
+READERS: dict[str, Reader] = {"kaldi": iter_kaldi, "manifest": iter_manifest_file,
+                              "sidecar": iter_sidecar, "segments": iter_segments}
 
 
 def detect_format(path: str | Path) -> str:
@@ -547,12 +588,26 @@ def read_input(path: str | Path, fmt: str = "auto", options: ReadOptions | None 
 
     ``path`` may also be a Hugging Face Hub dataset id (``owner/name``) that is not a local path.
     """
+    fmt, entries = open_input(path, fmt, options)
+    return fmt, *split_entries(entries())
+
+
+def open_input(path: str | Path, fmt: str = "auto", options: ReadOptions | None = None
+               ) -> tuple[str, Callable[[], Iterator[Entry]]]:
+    """Detect (if ``fmt == "auto"``) the layout of ``path`` -> (format, a function returning a new iterator
+    over its entries each time it is called).
+
+    The file layouts are read again on each call, line by line, so their items are never all in memory.
+    Hugging Face datasets and lhotse manifests are read once, when this is called (their reading may write
+    audio to ``options.staging_dir``), and their items are kept in a list. A reader's InputError for a
+    file layout is raised when the first iterator starts.
+    """
     from kidwhisper.data.readers_hf import looks_like_hub_id, read_hf
 
     options = options or ReadOptions()
     p = Path(path).expanduser().resolve()
     if not p.exists() and fmt in ("auto", "hf") and looks_like_hub_id(str(path)):
-        return "hf", *read_hf(str(path), options)
+        return "hf", _replay(*read_hf(str(path), options))
     if not p.exists():
         raise InputError(f"{path}: input not found; pass a Kaldi data dir, a manifest file or a folder of audio")
     if fmt == "auto":
@@ -567,13 +622,16 @@ def read_input(path: str | Path, fmt: str = "auto", options: ReadOptions | None 
         raise InputError(f"{p}: --text-column applies to Hugging Face datasets and manifests, not the {fmt} "
                          f"layout; drop --text-column")
     if fmt == "hf":
-        items, skips = read_hf(p, options)
-    elif fmt == "lhotse":
+        return fmt, _replay(*read_hf(p, options))
+    if fmt == "lhotse":
         from kidwhisper.data.readers_lhotse import read_lhotse
 
-        items, skips = read_lhotse(p, options)
-    elif fmt == "manifest":
-        items, skips = read_manifest_file(p, options.text_column)
-    else:
-        items, skips = READERS[fmt](p)
-    return fmt, items, skips
+        return fmt, _replay(*read_lhotse(p, options))
+    if fmt == "manifest":
+        return fmt, lambda: iter_manifest_file(p, options.text_column)
+    return fmt, lambda: READERS[fmt](p)
+
+
+def _replay(items: list[RawItem], skips: list[Skip]) -> Callable[[], Iterator[Entry]]:
+    """Entries of a reader that returns lists: its skips, then its items."""
+    return lambda: itertools.chain(skips, items)

@@ -15,11 +15,10 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from kidwhisper.files import sha256_file
+from kidwhisper.files import replacing_dir, sha256_file, write_bytes
 from kidwhisper.models.ct2 import CT2FormatError, convert_ct2_dir, read_model_bin
 
 log = logging.getLogger(__name__)
@@ -141,25 +140,19 @@ def convert_to_cache(key: str, ct2_dir: Path, source_sha: str, model_bin: bytes 
         return target
     if target.exists():
         log.warning("cache entry %s is incomplete or corrupt; rebuilding it", target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=target.parent))
+    log.info("converting %s to a Hugging Face model in %s (once)", source_name or ct2_dir, target)
+    name = source_name or str(ct2_dir / "model.bin")
     try:
-        log.info("converting %s to a Hugging Face model in %s (once)", source_name or ct2_dir, target)
-        name = source_name or str(ct2_dir / "model.bin")
-        parsed = read_model_bin(name, data=model_bin) if model_bin is not None else read_model_bin(ct2_dir / "model.bin")
-        convert_ct2_dir(ct2_dir, tmp, model_bin=parsed)
-        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        meta = {"format": CACHE_FORMAT, "source": name, "source_sha256": source_sha, "files": files,
-                "weights_sha256": sha256_file(tmp / "model.safetensors")}
-        (tmp / CACHE_MARKER).write_text(json.dumps(meta, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        with replacing_dir(target) as tmp:
+            parsed = read_model_bin(name, data=model_bin) if model_bin is not None \
+                else read_model_bin(ct2_dir / "model.bin")
+            convert_ct2_dir(ct2_dir, tmp, model_bin=parsed)
+            files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+            meta = {"format": CACHE_FORMAT, "source": name, "source_sha256": source_sha, "files": files,
+                    "weights_sha256": sha256_file(tmp / "model.safetensors")}
+            write_bytes(tmp / CACHE_MARKER, json.dumps(meta, indent=2).encode())
     except CT2FormatError as e:
         raise ModelError(f"{name}: not a valid CTranslate2 Whisper model ({e})") from e
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
@@ -223,18 +216,10 @@ def builtin_ct2_dir(name: str) -> Path:
             and (target / "model.bin").stat().st_size == sum(_package_file(p).stat().st_size for p in model.parts):
         return target
     data = assemble_model_bin(model)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
-        (tmp / "model.bin").write_bytes(data)
+    with replacing_dir(target) as tmp:
+        write_bytes(tmp / "model.bin", data)
         for f in assets.iterdir():
             if f.is_file() and not f.name.startswith("model.bin") and f.suffix in (".json", ".txt"):
                 shutil.copy2(f, tmp / f.name)
-        (tmp / CACHE_MARKER).write_text(json.dumps({"source_sha256": model.sha256}))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_bytes(tmp / CACHE_MARKER, json.dumps({"source_sha256": model.sha256}).encode())
     return target

@@ -13,13 +13,11 @@ import hashlib
 import importlib.metadata as md
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from kidwhisper.config import package_versions
-from kidwhisper.files import temp_dir, writing
+from kidwhisper.files import replacing_dir, temp_dir, write_bytes
 from kidwhisper.models.builtin import (
     BUILTIN_MODELS,
     CACHE_MARKER,
@@ -44,10 +42,7 @@ def write_model_dir(model: str, adapter: str | None, fmt: str, out: Path, quanti
     The caller has checked the arguments and that ``out`` may be replaced. A failure (a full disk is a
     DiskFullError naming ``out``) leaves ``out`` as it was and no temporary directory behind.
     """
-    with writing(out.parent):
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_dir(f".{out.name}.", out.parent)  # renamed to out: the mode mkdir would give it
-    with writing(out, cleanup=tmp):
+    with replacing_dir(out) as tmp:
         info = {"source_model": model, "adapter": str(adapter) if adapter else None, "format": fmt,
                 "quantization": quantization}
         if fmt == "merged":
@@ -57,12 +52,7 @@ def write_model_dir(model: str, adapter: str | None, fmt: str, out: Path, quanti
         else:
             info.update(write_ct2(model, adapter, tmp, quantization, language))
         info["versions"] = package_versions()
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        old = out.with_name(f".{out.name}.old.{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)  # an earlier export: out of the way first, deleted once the new one is in
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        write_bytes(tmp / INFO_FILE, (json.dumps(info, indent=2) + "\n").encode())
     return out
 
 
@@ -117,7 +107,7 @@ def write_ct2(model: str, adapter: str | None, out: Path, quantization: str | No
     """Merge into a scratch HF directory, then convert it with ctranslate2 into ``out``."""
     import ctranslate2
 
-    scratch = Path(tempfile.mkdtemp(prefix=".merged.", dir=out.parent))
+    scratch = temp_dir(".merged.", out.parent)
     try:
         info = write_merged(model, adapter, scratch, language)
         log.info("converting the merged model to CTranslate2 (quantization=%s)", quantization or "none")

@@ -76,9 +76,20 @@ def resolve_model_path(model: str) -> str:
             raise ModelError(f"{p} is an adapter, not a model; pass it as --adapter {p} with --model BASE")
         raise ModelError(f"{p}: neither a Hugging Face Whisper directory (config.json) nor a CTranslate2 one "
                          f"(model.bin + tokenizer.json)")
-    if p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+    if p.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1 or not _is_hub_id(model):
         raise ModelError(f"Model {model} not found: no such directory; available models = {available_models()}")
     return model  # a Hub id
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a Hugging Face Hub repo id (``openai/whisper-small``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def model_languages(model: str) -> tuple[bool, set[str]] | None:

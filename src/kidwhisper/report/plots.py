@@ -1,22 +1,25 @@
-"""The PNG plots of ``kidwhisper compare`` (matplotlib, Agg backend, imported only when drawing)."""
+"""The PNG plots of ``kidwhisper compare`` and of a training run's ``learning_curve.png`` (matplotlib, Agg backend,
+imported only when drawing)."""
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
+from kidwhisper.files import atomic_write_bytes
 from kidwhisper.report.collect import Configuration, Run, _data_names, _match_set
 from kidwhisper.report.render import _ages, headline
 
 
 # ----------------------------------------------------------------------------------------------- plots
 def _save(fig, path: Path, dpi: int) -> Path:
+    """Render ``fig`` as PNG and write it to ``path`` atomically (:func:`kidwhisper.files.atomic_write_bytes`)."""
     import matplotlib.pyplot as plt
 
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, bbox_inches="tight", format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getbuffer(), fsync=False)
     return path
 
 

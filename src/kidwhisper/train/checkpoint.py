@@ -7,7 +7,8 @@ Layout::
 
 Each holds ``trainable.safetensors`` (the trained parameters), ``optimizer.pt`` and ``scheduler.pt``
 (state dicts, read with ``weights_only=True``), ``rng_rank<R>.json`` (python, numpy and torch RNG states
-of process R), ``trainer_state.json`` (data position, best WER, patience) and ``checksums.sha256``: the
+of process R), ``trainer_state.json`` (:class:`TrainerState`: data position, best WER, patience, counters)
+and ``checksums.sha256``: the
 sha256 of every other file in ``sha256sum`` format (``sha256sum -c checksums.sha256`` checks it by hand).
 
 Writing: every file goes to ``checkpoints/.last.tmp``, the checksums last (:func:`write_files`,
@@ -37,7 +38,7 @@ import os
 import pickle
 import random
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -57,13 +58,50 @@ OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "trainer_state.json"
 CHECKSUMS_FILE = "checksums.sha256"  # written last: lists every other file of the checkpoint
-STATE_KEYS = ("global_step", "epoch", "step_in_epoch", "world_size", "windows_fingerprint")
+STATE_KEYS = ("global_step", "epoch", "step_in_epoch", "world_size", "windows_fingerprint")  # required in the file
 RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size", "eval_pack", "report_to"}  # others must match
 RESUME_PATHS = {"model", "train", "dev"}  # compared as resolved paths (a name or Hub id: as written)
 
 
 class CheckpointError(ConfigError):
     """No checkpoint of the run can be used; the message names each bad file and the way out."""
+
+
+@dataclass(kw_only=True)
+class TrainerState:
+    """Where a run is and what it has done so far: saved as ``trainer_state.json`` in every checkpoint
+    (:meth:`to_dict`, a flat JSON object with one key per field) and restored on resume (:meth:`from_dict`)."""
+
+    global_step: int = 0  # optimizer steps done
+    epoch: int = 0  # the epoch being trained (0-based)
+    step_in_epoch: int = 0  # optimizer steps done in that epoch
+    order: list[int] | None = None  # that epoch's window order (None: not drawn yet)
+    best_wer: float | None = None  # lowest dev WER so far (a fraction; None before the first evaluation)
+    best_step: int | None = None  # the step that reached it (its weights are RUN_DIR/adapter or model)
+    bad_evals: int = 0  # evaluations since the best one, compared with patience
+    evals: list[dict] = field(default_factory=list)  # every evaluation so far: {"step", "dev_wer"}
+    elapsed_s: float = 0.0  # wall seconds of the run, over every resume
+    train_s: float = 0.0  # seconds in optimizer steps
+    eval_s: float = 0.0  # seconds decoding the dev set
+    windows_seen: int = 0  # training windows trained on by this process
+    clips_seen: int = 0  # training clips in them
+    stopped_early: bool = False  # patience ran out
+    world_size: int  # processes the run trains with; a resume must use as many
+    windows_fingerprint: str  # hash of the planned training windows; a resume must plan the same
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainerState:
+        """The state saved in ``data``; KeyError naming the missing keys of :data:`STATE_KEYS`. Optional keys
+        that are missing take their defaults and unknown keys are ignored, so states written by other
+        versions load."""
+        missing = [k for k in STATE_KEYS if k not in data]
+        if missing:
+            raise KeyError(f"lacks {missing}")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
@@ -74,7 +112,7 @@ class Checkpoint:
     weights: dict[str, torch.Tensor]
     optimizer: dict
     scheduler: dict
-    state: dict
+    state: TrainerState
     rng: dict
     passed_over: list[Path] = field(default_factory=list)  # newer checkpoints that were damaged
 
@@ -132,10 +170,10 @@ def write_files(tmp: Path, weights: dict[str, torch.Tensor], optimizer: dict, sc
         write_bytes(tmp / name, buf.getbuffer())
 
 
-def finish(tmp: Path, state: dict) -> Path:
+def finish(tmp: Path, state: TrainerState) -> Path:
     """Write the trainer state and the checksums into ``tmp``, then make it ``last`` (the old ``last``
     becomes ``previous``); returns the new ``last``."""
-    write_bytes(tmp / STATE_FILE, json.dumps(state).encode())
+    write_bytes(tmp / STATE_FILE, json.dumps(state.to_dict()).encode())
     sums = "".join(f"{sha256_file(p)}  {p.name}\n" for p in sorted(tmp.iterdir()) if p.name != CHECKSUMS_FILE)
     write_bytes(tmp / CHECKSUMS_FILE, sums.encode())
     root = tmp.parent
@@ -223,10 +261,11 @@ def load(d: Path, rank: int = 0) -> Checkpoint:
     from safetensors.torch import load_file
 
     _verify(d, rank)
-    state = _parse(d / STATE_FILE, _json)
-    missing = [k for k in STATE_KEYS if k not in state]
-    if missing:
-        raise _Damaged(d / STATE_FILE, f"lacks {missing}")
+    saved = _parse(d / STATE_FILE, _json)
+    try:
+        state = TrainerState.from_dict(saved)
+    except KeyError as e:
+        raise _Damaged(d / STATE_FILE, e.args[0]) from e
 
     def torch_load(p: Path):
         return torch.load(p, weights_only=True)

@@ -3,11 +3,10 @@
 **Why.** Packing (:mod:`kidwhisper.train.batching`) makes one 30 s encoder pass serve ~7 clips instead of
 one. Trained as one window with the *joined* transcript, though, the model learns from a situation that
 decoding never shows it: clips start mid-window after other speech, a transcript's start and end come
-once per window, most text sits at decoder positions a 5-word clip never reaches. At equal epochs that
-cost 3-6 dev WER points against the plain one-clip-per-window recipe (``bench/train_throughput.py``),
-most of it in the encoder: in exploratory 240-clip runs, decoding each clip on its own (``clips`` below)
-won back about one point of six, isolating the encoder too (``isolated``) all of it (the committed
-bench compares ``isolated`` and ``joined`` with the plain recipe).
+once per window, most text sits at decoder positions a 5-word clip never reaches; its encoder output
+also mixes each clip with its neighbours. The modes below remove these differences, the decoder's
+(``clips``) or the decoder's and the encoder's (``isolated``); ``bench/train_throughput.py`` compares
+``isolated`` and ``joined`` with the plain one-clip-per-window recipe (docs/benchmarks.md).
 
 **Decoder (``clips`` and ``isolated``).** Each clip gets its own label sequence (prompt + its text +
 <|endoftext|>, exactly as an unpacked clip), and the clips of one window are laid end to end in one

@@ -31,7 +31,7 @@ of clips joined with ``pack_gap`` seconds of silence (one encoder pass for ~7 cl
   decoder positions, its encoder frames at positions 0, 1, ... attending only to themselves and the
   trailing silence, its tokens cross-attending only to its frames and that silence;
 - ``clips``: the same clip-wise labels, but the encoder sees the whole window (clips next to clips);
-- ``joined``: one label sequence, the window's transcripts joined (the first packing recipe).
+- ``joined``: one label sequence, the window's transcripts joined.
 
 ``bench/train_throughput.py`` measures them against the plain one-clip-per-window recipe (results in
 docs/benchmarks.md).

@@ -1,7 +1,7 @@
 """``kidwhisper train``: one training loop for every strategy, on ``accelerate``.
 
 The same code runs on one CPU, one GPU or several processes (``accelerate launch`` / ``torchrun``; gloo on
-CPU): AdamW over the trainable parameters (:mod:`kidwhisper.train.strategies`), linear warmup + cosine
+CPU; :mod:`kidwhisper.train.runtime` sets up the accelerator, precision and workers): AdamW over the trainable parameters (:mod:`kidwhisper.train.strategies`), linear warmup + cosine
 decay, gradient accumulation and clipping, a fixed seed, and model selection by **dev WER** (decoded with
 :func:`kidwhisper.decode.transcribe_arrays`, exactly as ``kidwhisper evaluate`` decodes; the main process
 decodes while the others wait), with early stopping after ``patience`` evaluations without improvement.
@@ -25,8 +25,8 @@ Run directory::
     RUN_DIR/model/                 full/encoder/decoder: best dev-WER model (safetensors + processor +
                                    generation config with language/task)
     RUN_DIR/checkpoints/last/      trainable.safetensors, optimizer.pt, scheduler.pt, rng_rank<R>.json,
-                                   trainer_state.json (data position, best WER, patience),
-                                   checksums.sha256; replaced atomically, read by ``resume=True``
+                                   trainer_state.json (checkpoint.TrainerState: data position, best WER,
+                                   patience), checksums.sha256; replaced atomically, read by ``resume=True``
     RUN_DIR/checkpoints/previous/  the checkpoint before it, the fallback when ``last`` is damaged
                                    (:mod:`kidwhisper.train.checkpoint`)
     RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
@@ -48,18 +48,13 @@ checkpoint in place and no temp files.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
-import os
 import random
-import resource
 import shutil
-import sys
 import time
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -79,45 +74,53 @@ from kidwhisper.data.manifest import (
 )
 from kidwhisper.decode import is_multilingual, transcribe_arrays
 from kidwhisper.decode_packed import transcribe_packed
-from kidwhisper.files import append_text, atomic_write_bytes, atomic_write_text, check_output_dir, writing
-from kidwhisper.models.load import check_language, load_model, resolve_device
+from kidwhisper.files import (
+    append_text,
+    atomic_write_text,
+    check_output_dir,
+    replacing_dir,
+    restore_dir,
+    writing,
+)
+from kidwhisper.metrics import corpus_wer, is_empty
+from kidwhisper.models.load import check_language, load_model
+from kidwhisper.text import normalize
 from kidwhisper.train import batching
 from kidwhisper.train import checkpoint as ckpt_io
 from kidwhisper.train.augment import ClipAugment
 from kidwhisper.train.batching import IGNORE_INDEX, Collator, WindowDataset, epoch_order, rank_batches
 from kidwhisper.train.clipwise import attention_masks, decoder_masks, encoder_isolation
 from kidwhisper.train.config import TrainConfig
+from kidwhisper.train.runtime import (
+    TENSORBOARD_DIR,
+    enable_checkpointing,
+    make_accelerator,
+    peak_memory_mb,
+    resolve_num_workers,
+)
 from kidwhisper.train.strategies import apply_strategy, parameter_count, trainable_state_dict
 
 log = logging.getLogger(__name__)
 
 
 
-def corpus_wer(refs: list[str], hyps: list[str]) -> tuple[float, int]:
-    """(errors / reference words over the corpus, references skipped as empty) after Whisper normalization."""
-    from kidwhisper.metrics import is_empty, sum_counts, word_errors
-    from kidwhisper.text import normalize
-
-    pairs = [(normalize(r), normalize(h)) for r, h in zip(refs, hyps, strict=True)]
-    kept = [word_errors(r, h) for r, h in pairs if not is_empty(r)]
-    if not kept:
-        raise ConfigError("--dev: every dev reference normalizes to empty; the dev set cannot score WER")
-    return sum_counts(kept).wer, len(pairs) - len(kept)
-
-
 def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
                  config: TrainConfig) -> tuple[float, int]:
     """Dev WER of ``model`` (decoded like ``kidwhisper evaluate``: greedy, language forced; with ``eval_pack``
-    like ``evaluate --pack``, clips longer than ``pack_seconds`` unpacked) and the number of
-    clips whose decoding hit the token bound, i.e. runaway repetitions, which alone can move dev WER by
-    many points on a small dev set."""
+    like ``evaluate --pack``, clips longer than ``pack_seconds`` unpacked; Whisper-normalized corpus WER, references that
+    normalize to empty skipped and counted in the log) and the number of clips whose decoding hit the token
+    bound, i.e. runaway repetitions, which alone can move dev WER by many points on a small dev set."""
     if config.eval_pack:
         decoded = transcribe_packed(model, processor, audios, config.language, config.eval_batch_size,
                                     progress=config.progress, max_seconds=config.pack_seconds, gap=config.pack_gap)
     else:
         decoded = transcribe_arrays(model, processor, audios, config.language, config.eval_batch_size,
                                     progress=config.progress)
-    wer, skipped = corpus_wer(refs, [d.text for d in decoded])
+    pairs = [(normalize(r), normalize(d.text)) for r, d in zip(refs, decoded, strict=True)]
+    wer = corpus_wer(pairs)
+    if wer is None:
+        raise ConfigError("--dev: every dev reference normalizes to empty; the dev set cannot score WER")
+    skipped = sum(is_empty(r) for r, _ in pairs)
     if skipped:
         log.info("dev WER skips %d references that normalize to empty", skipped)
     truncated = sum(d.truncated for d in decoded)
@@ -125,48 +128,7 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     return wer, truncated
 
 
-def enable_checkpointing(model) -> None:
-    """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version has
-    (``gradient_checkpointing_enable`` is the deprecated alias in newer ones)."""
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard/: the event files of --report-to tensorboard
-
-
-def check_tracker(report_to: str) -> None:
-    """ConfigError naming the fix when ``--report-to`` asks for a tracker whose package is not installed."""
-    if report_to == "tensorboard":
-        from accelerate.utils import is_tensorboard_available
-
-        if not is_tensorboard_available():
-            raise ConfigError("--report-to tensorboard needs the tensorboard package: pip install "
-                              "'kidwhisper[tensorboard]' (or pip install tensorboard), or pass --report-to none")
-
-
 ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
-
-
-def resolve_num_workers(num_workers: int | None, device: torch.device, world_size: int = 1) -> int:
-    """``--num-workers``, or for None: 0 on CPU (training uses every core; reading and log-mels take a few
-    percent of a step) and on an accelerator up to 4 per process from the cores this process may use."""
-    if num_workers is not None:
-        return num_workers
-    if device.type == "cpu":
-        return 0
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(0, min(4, cores // world_size - 1))
-
-
-def cpu_bf16_supported() -> bool:
-    """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere bf16 autocast
-    would be emulated and slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -179,58 +141,6 @@ def base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move a finished ``tmp`` directory to ``final``, never leaving a half-written ``final``."""
-    old = final.with_name(final.name + ".old")
-    if old.exists() and final.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)  # a kill here leaves old, which _restore_dir puts back
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _restore_dir(final: Path) -> None:
-    """Put back ``final`` from the ``.old`` copy a kill inside :func:`_replace_dir` left behind."""
-    old = final.with_name(final.name + ".old")
-    if old.is_dir() and not final.exists():
-        os.replace(old, final)
-
-
-def peak_memory_mb() -> dict[str, float | None]:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-    cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-    return {"peak_rss_mb": round(rss, 1), "peak_cuda_mb": None if cuda is None else round(cuda, 1)}
-
-
-def plot_learning_curve(log_path: Path, png: Path, title: str = "") -> None:
-    """Training loss and dev WER (%) against optimizer step, from log.jsonl."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="tab:blue", lw=1, label="training loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss (cross-entropy, nats/token)")
-    ax2 = ax.twinx()
-    evals = [r for r in rows if r.get("dev_wer") is not None]
-    ax2.plot([r["step"] for r in evals], [100 * r["dev_wer"] for r in evals], "o-", color="tab:red",
-             label="dev WER")
-    ax2.set_ylabel("dev WER (%, Whisper-normalized)")
-    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper right")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=120, format="png")
-    plt.close(fig)
-    atomic_write_bytes(png, buf.getbuffer(), fsync=False)
-
-
 class Trainer:
     """Holds the state of one run; :func:`train` is ``Trainer(config, resume).fit()``."""
 
@@ -240,30 +150,6 @@ class Trainer:
         self.out = Path(config.out)
 
     # ------------------------------------------------------------------------------------------- setup
-    def _accelerator(self):
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState
-        from accelerate.utils import InitProcessGroupKwargs
-
-        device = resolve_device(self.config.device)
-        mp = self.config.mixed_precision
-        if mp == "auto":
-            native = (cpu_bf16_supported() if device.type == "cpu"
-                      else device.type == "cuda" and torch.cuda.is_bf16_supported())
-            mp = "bf16" if native else "no"
-            log.info("--mixed-precision auto: %s on %s", mp if native else "float32", device.type)
-        if mp != "no" and device.type == "cpu" and not (mp == "bf16" and cpu_bf16_supported()):
-            log.info("--mixed-precision %s ignored on this CPU (bf16 needs AVX512-BF16 or AMX): training in "
-                     "float32", mp)
-            mp = "no"
-        check_tracker(self.config.report_to)
-        AcceleratorState._reset_state()  # several runs in one process (tests, pipeline) may differ in options
-        # The other processes wait at a barrier while the main one decodes the dev set: allow for a slow one.
-        wait = InitProcessGroupKwargs(timeout=timedelta(hours=4))
-        tracking = {"log_with": "tensorboard", "project_dir": str(self.out)} if self.config.report_to == "tensorboard" \
-            else {}
-        return Accelerator(cpu=device.type == "cpu", mixed_precision=mp, kwargs_handlers=[wait], **tracking)
-
     def _check_run_dir(self) -> None:
         """--out, --language and the run directory against --resume, before any model or data is loaded;
         on resume, the checkpoint to continue from (``self.ckpt``)."""
@@ -350,7 +236,7 @@ class Trainer:
         from transformers import get_cosine_schedule_with_warmup
 
         c = self.config
-        self.acc = acc = self._accelerator()
+        self.acc = acc = make_accelerator(c, self.out)
         # Other processes log warnings only (tagged with their rank), the main process logs everything.
         self.log = log if acc.is_main_process else logging.getLogger(f"{__name__}.rank{acc.process_index}")
         if not acc.is_main_process:
@@ -386,10 +272,7 @@ class Trainer:
         self.save_every = c.save_every or self.eval_every
         self.fingerprint = hash_windows(self.windows)
 
-        self.state = {"global_step": 0, "epoch": 0, "step_in_epoch": 0, "order": None, "best_wer": None,
-                      "best_step": None, "bad_evals": 0, "evals": [], "elapsed_s": 0.0, "train_s": 0.0,
-                      "eval_s": 0.0, "windows_seen": 0, "clips_seen": 0, "stopped_early": False,
-                      "world_size": self.world, "windows_fingerprint": self.fingerprint}
+        self.state = ckpt_io.TrainerState(world_size=self.world, windows_fingerprint=self.fingerprint)
         ckpt = self.ckpt
         if ckpt is not None:
             self._load_weights(model, ckpt)
@@ -407,7 +290,7 @@ class Trainer:
             self._load_state(ckpt)
             self.ckpt = None  # the parsed state dicts are not needed any more
             if acc.is_main_process:
-                _restore_dir(self.out / ("adapter" if c.is_lora else "model"))
+                restore_dir(self.out / ("adapter" if c.is_lora else "model"))
         elif acc.is_main_process:
             with writing(self.out):
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -429,18 +312,18 @@ class Trainer:
 
     def _load_state(self, ckpt: ckpt_io.Checkpoint) -> None:
         state = ckpt.state
-        if state["world_size"] != self.world:
-            raise ConfigError(f"--resume: the run used {state['world_size']} processes, now {self.world}; "
+        if state.world_size != self.world:
+            raise ConfigError(f"--resume: the run used {state.world_size} processes, now {self.world}; "
                               f"resume with the same number of processes")
-        if state["windows_fingerprint"] != self.fingerprint:
+        if state.windows_fingerprint != self.fingerprint:
             raise ConfigError("--resume: the training windows differ from the checkpoint's (manifest, tokenizer "
                               "or packing options changed); resume with the same --train and options")
-        self.state.update(state)
+        self.state = state
         ckpt_io.set_rng_state(ckpt.rng)
         if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
-            ckpt_io.trim_log(self.out / "log.jsonl", state["global_step"])
+            ckpt_io.trim_log(self.out / "log.jsonl", state.global_step)
         self.log.info("resuming %s from %s: step %d (epoch %d, step %d of it)", self.out, ckpt.path.name,
-                      state["global_step"], state["epoch"], state["step_in_epoch"])
+                      state.global_step, state.epoch, state.step_in_epoch)
 
     # ---------------------------------------------------------------------------------------- training
     def _encoder_states(self, index: torch.Tensor) -> torch.Tensor:
@@ -514,8 +397,8 @@ class Trainer:
                     loss = self._forward(batch)
                 self.acc.backward(loss * shard.weight / n)
             total += loss.item() * shard.weight
-            self.state["windows_seen"] += len(shard.batch)
-            self.state["clips_seen"] += sum(len(self.windows[i].clips) for i in shard.batch)
+            self.state.windows_seen += len(shard.batch)
+            self.state.clips_seen += sum(len(self.windows[i].clips) for i in shard.batch)
         self.acc.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.step_lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
         self.optimizer.step()
@@ -543,31 +426,32 @@ class Trainer:
             from accelerate.utils import broadcast_object_list
 
             wer, truncated = broadcast_object_list([wer, truncated])
-        self.state["eval_s"] += time.perf_counter() - t0
+        self.state.eval_s += time.perf_counter() - t0
         return float(wer), int(truncated)
 
     def fit(self) -> dict:
         t_start = time.perf_counter()
         self._setup()
         c, s, acc = self.config, self.state, self.acc
-        elapsed0, train0 = s["elapsed_s"], s["train_s"]
+        elapsed0, train0 = s.elapsed_s, s.train_s
         self.log.info("training %s (%s) for %d steps (%d per epoch, warmup %d, lr %g), dev WER every %d steps "
                       "on %d clips, %d process(es) on %s", c.model, c.strategy, self.total_steps,
                       self.steps_per_epoch, self.warmup_steps, c.lr, self.eval_every, self.n_dev, self.world,
                       acc.device)
         collate = Collator(self.processor.tokenizer.pad_token_id)
-        bar = tqdm(total=self.total_steps, initial=s["global_step"], desc=f"train {c.strategy}", unit="step",
+        bar = tqdm(total=self.total_steps, initial=s.global_step, desc=f"train {c.strategy}", unit="step",
                    disable=not (c.progress and acc.is_main_process))
         t_train = 0.0
-        epoch = s["epoch"]
-        while s["global_step"] < self.total_steps and not s["stopped_early"]:
-            if s["order"] is None or s["epoch"] != epoch:
-                s.update(epoch=epoch, step_in_epoch=0, order=epoch_order(
-                    len(self.windows), c.seed, epoch, None if c.pack else [len(w.labels) for w in self.windows],
-                    c.batch_size * self.world))
-            shards = rank_batches(s["order"], c.batch_size, self.world, self.rank)
+        epoch = s.epoch
+        while s.global_step < self.total_steps and not s.stopped_early:
+            if s.order is None or s.epoch != epoch:
+                s.epoch, s.step_in_epoch = epoch, 0
+                s.order = epoch_order(len(self.windows), c.seed, epoch,
+                                      None if c.pack else [len(w.labels) for w in self.windows],
+                                      c.batch_size * self.world)
+            shards = rank_batches(s.order, c.batch_size, self.world, self.rank)
             groups = [shards[i : i + c.grad_accum] for i in range(0, len(shards), c.grad_accum)]
-            start = s["step_in_epoch"]  # a resumed epoch reads only the windows of the steps still to run
+            start = s.step_in_epoch  # a resumed epoch reads only the windows of the steps still to run
             self.dataset.epoch = epoch
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=[sh.windows for g in groups[start:] for sh in g], collate_fn=collate,
@@ -577,9 +461,9 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss = self._step([next(it) for _ in groups[k]], groups[k])
                 t_train += time.perf_counter() - t0
-                s["global_step"] += 1
-                s["step_in_epoch"] = k + 1
-                step = s["global_step"]
+                s.global_step += 1
+                s.step_in_epoch = k + 1
+                step = s.global_step
                 row = {"step": step, "epoch": round(epoch + (k + 1) / len(groups), 4), "loss": round(loss, 5),
                        "lr": self.step_lr,
                        "elapsed_s": round(elapsed0 + time.perf_counter() - t_start, 2)}
@@ -593,27 +477,35 @@ class Trainer:
                     append_text(self.out / "log.jsonl", json.dumps(row) + "\n")
                 self._track(row)
                 if "dev_wer" in row or step % self.save_every == 0:
-                    s["train_s"] = train0 + t_train
-                    s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+                    s.train_s = train0 + t_train
+                    s.elapsed_s = elapsed0 + time.perf_counter() - t_start
                     self.save_checkpoint()
-                if step >= self.total_steps or s["stopped_early"]:
+                if step >= self.total_steps or s.stopped_early:
                     break
             epoch += 1
         bar.close()
         if c.report_to != "none":
             acc.end_training()  # flushes and closes the trackers' files
-        s["train_s"] = train0 + t_train
-        s["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+        s.train_s = train0 + t_train
+        s.elapsed_s = elapsed0 + time.perf_counter() - t_start
         summary = self._summary()
         if acc.is_main_process:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
-            plot_learning_curve(self.out / "log.jsonl", self.out / "learning_curve.png",
-                                f"{Path(c.model).name} - {c.strategy}")
+            self._plot_learning_curve()
         acc.wait_for_everyone()
         self.log.info("done: best dev WER %.2f %% at step %s after %d steps (%.0f s)%s",
-                      100 * summary["best_dev_wer"], summary["best_step"], s["global_step"], s["elapsed_s"],
-                      "; stopped early" if s["stopped_early"] else "")
+                      100 * summary["best_dev_wer"], summary["best_step"], s.global_step, s.elapsed_s,
+                      "; stopped early" if s.stopped_early else "")
         return summary
+
+    def _plot_learning_curve(self) -> None:
+        """RUN_DIR/learning_curve.png from log.jsonl, drawn as ``kidwhisper compare`` draws learning curves."""
+        from kidwhisper.report.collect import load_run
+        from kidwhisper.report.plots import plot_learning_curves
+
+        run = load_run(self.out)
+        run.label = f"{Path(self.config.model).name} - {self.config.strategy}"
+        plot_learning_curves([run], self.out / "learning_curve.png", dpi=120)
 
     def _track(self, row: dict) -> None:
         """Send one log.jsonl row to the ``--report-to`` tracker: train/loss, train/lr, dev/wer (%)."""
@@ -626,16 +518,16 @@ class Trainer:
 
     def _after_eval(self, step: int, wer: float) -> float:
         s = self.state
-        s["evals"].append({"step": step, "dev_wer": wer})
-        if s["best_wer"] is None or wer < s["best_wer"]:
-            s.update(best_wer=wer, best_step=step, bad_evals=0)
+        s.evals.append({"step": step, "dev_wer": wer})
+        if s.best_wer is None or wer < s.best_wer:
+            s.best_wer, s.best_step, s.bad_evals = wer, step, 0
             self.save_best()
         else:
-            s["bad_evals"] += 1
-            if self.config.patience and s["bad_evals"] >= self.config.patience and step < self.total_steps:
-                s["stopped_early"] = True
+            s.bad_evals += 1
+            if self.config.patience and s.bad_evals >= self.config.patience and step < self.total_steps:
+                s.stopped_early = True
         self.log.info("step %d: dev WER %.2f %% (best %.2f %% at step %d)%s", step, 100 * wer,
-                      100 * s["best_wer"], s["best_step"], "; stopping early" if s["stopped_early"] else "")
+                      100 * s.best_wer, s.best_step, "; stopping early" if s.stopped_early else "")
         return wer
 
     # ------------------------------------------------------------------------------------------ saving
@@ -644,13 +536,11 @@ class Trainer:
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             final = self.out / ("adapter" if self.config.is_lora else "model")
-            tmp = self.out / f".{final.name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            with writing(tmp, cleanup=tmp):  # save_pretrained writes the files itself
+            with replacing_dir(final) as tmp:
                 if self.config.is_lora:
                     model.save_pretrained(str(tmp), safe_serialization=True)
                     meta = {"base_model": self.config.model, "strategy": self.config.strategy,
-                            "step": self.state["global_step"], "dev_wer": self.state["best_wer"]}
+                            "step": self.state.global_step, "dev_wer": self.state.best_wer}
                     atomic_write_text(tmp / "kidwhisper_adapter.json", json.dumps(meta, indent=2) + "\n")
                 else:
                     gen = model.generation_config
@@ -659,7 +549,6 @@ class Trainer:
                     model.save_pretrained(str(tmp), safe_serialization=True)
                     self.processor.save_pretrained(str(tmp))
                 self._write_card(tmp, final)
-            _replace_dir(tmp, final)
         self.acc.wait_for_everyone()
 
     def _write_card(self, tmp: Path, final: Path) -> None:
@@ -668,7 +557,7 @@ class Trainer:
         from kidwhisper.report.model_card import model_card, write_model_card
 
         summary = {"trainable_params": self.counts.trainable, "total_params": self.counts.total,
-                   "best_dev_wer": self.state["best_wer"], "best_step": self.state["best_step"],
+                   "best_dev_wer": self.state.best_wer, "best_step": self.state.best_step,
                    "n_train_clips": self.n_clips}
         write_model_card(tmp, model_card(final, asdict(self.config), summary))
 
@@ -693,21 +582,21 @@ class Trainer:
 
     def _summary(self) -> dict:
         c, s = self.config, self.state
-        train_s = max(s["train_s"], 1e-9)
+        train_s = max(s.train_s, 1e-9)
         return {
             "model": c.model, "strategy": c.strategy, "out": str(self.out),
             "trainable_params": self.counts.trainable, "total_params": self.counts.total,
             "trainable_pct": round(self.counts.pct, 4), "adapter_params": self.counts.adapter,
-            "best_dev_wer": s["best_wer"], "best_step": s["best_step"], "evals": s["evals"],
+            "best_dev_wer": s.best_wer, "best_step": s.best_step, "evals": s.evals,
             "best_weights": str(self.out / ("adapter" if c.is_lora else "model")),
-            "steps": s["global_step"], "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
-            "epochs_run": round(s["global_step"] / self.steps_per_epoch, 3), "stopped_early": s["stopped_early"],
+            "steps": s.global_step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
+            "epochs_run": round(s.global_step / self.steps_per_epoch, 3), "stopped_early": s.stopped_early,
             "warmup_steps": self.warmup_steps, "eval_every": self.eval_every, "lr": c.lr,
             "windows_per_step": c.batch_size * c.grad_accum * self.world,
-            "wall_seconds": round(s["elapsed_s"], 2), "train_seconds": round(s["train_s"], 2),
-            "eval_seconds": round(s["eval_s"], 2),
-            "seconds_per_step": round(s["train_s"] / max(s["global_step"], 1), 3),
-            "clips_per_s": round(s["clips_seen"] / train_s, 3), "windows_per_s": round(s["windows_seen"] / train_s, 3),
+            "wall_seconds": round(s.elapsed_s, 2), "train_seconds": round(s.train_s, 2),
+            "eval_seconds": round(s.eval_s, 2),
+            "seconds_per_step": round(s.train_s / max(s.global_step, 1), 3),
+            "clips_per_s": round(s.clips_seen / train_s, 3), "windows_per_s": round(s.windows_seen / train_s, 3),
             "n_train_clips": self.n_clips, "n_windows": len(self.windows),
             "clips_per_window": round(self.n_clips / len(self.windows), 3),
             "window_fill": round(float(np.mean([w.seconds for w in self.windows])) / 30.0, 4),

@@ -17,10 +17,9 @@ parameters have ``requires_grad``:
   included; the encoder is frozen.
 
 :func:`count_parameters` reports (trainable, total, percent), where ``total`` counts the base model's
-parameters once (tied weights once, LoRA adapter weights excluded) - 72,593,920 for whisper-base - and
-percent = 100 * trainable / total. (PEFT's ``print_trainable_parameters`` divides by base + adapter
-instead, which gives 1.60 % rather than 1.62 % for ``lora`` on whisper-base; :func:`count_parameters`
-returns the adapter size too, in :class:`ParamCount`.)
+parameters once (tied weights once, LoRA adapter weights excluded) and percent = 100 * trainable / total.
+(PEFT's ``print_trainable_parameters`` divides by base + adapter instead, so its percentage of a LoRA
+strategy is slightly lower; :func:`count_parameters` returns the adapter size too, in :class:`ParamCount`.)
 """
 
 from __future__ import annotations
