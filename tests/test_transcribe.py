@@ -458,7 +458,7 @@ def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
     saved = yaml.safe_load((out / "transcribe_config.yaml").read_text())  # the resolved options, flags win
     assert saved == {"model": "whisper-tiny.en", "adapter": None, "language": "en", "format": "vtt",
                      "word_timestamps": True, "timestamps": True, "output_dir": str(out), "device": "auto",
-                     "batch_size": 8, "progress": False}
+                     "batch_size": 8, "pack": False, "progress": False}
     vtt = (out / f"{Path(a).stem}.vtt").read_text()
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt
 
