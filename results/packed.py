@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from ablation import _replace  # results/ablation.py: the README's generated sections
+
 from kidwhisper.report.render import paired_eval_difference
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,14 +92,6 @@ def table(result: dict, timing: dict | None) -> str:
                   f"{u['load_average_before']} and {p['load_average_before']} before the runs): "
                   f"{u['minutes']:.1f} min unpacked, {p['minutes']:.1f} min packed ({timing['speedup']}x)."]
     return "\n".join(lines)
-
-
-def _replace(text: str, marker: str, body: str) -> str:
-    if f"<!-- {marker}:start" not in text:
-        return text
-    start = text.index("-->", text.index(f"<!-- {marker}:start")) + 3
-    end = text.index(f"<!-- {marker}:end -->")
-    return text[:start] + "\n" + body + "\n" + text[end:]
 
 
 def main() -> None:
