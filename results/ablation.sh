@@ -5,7 +5,7 @@
 # results/ablation/ablation.json and the README's ablation table (results/ablation.py).
 # Run results/baselines.sh first (it prepares data/).
 # A row whose kids-dev results are committed and whose run directory is gone is not retrained (a row whose
-# weights are committed, lora-isolated: models/whisper-base-kids, is still evaluated with them).
+# weights are committed, lora-isolated-specaug: models/whisper-base-kids, is still evaluated with them).
 # Usage: bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +25,7 @@ for cfg in configs/ablation/*.yaml; do
   row=$(basename "$cfg" .yaml)
   RUN=runs/ablation/$row
   OUT=results/ablation/$row
-  case "$row" in lora-isolated) KEPT=models/whisper-base-kids ;; *) KEPT="" ;; esac  # committed weights
+  case "$row" in lora-isolated-specaug) KEPT=models/whisper-base-kids ;; *) KEPT="" ;; esac  # committed weights
   if [ -z "$KEPT" ] && [ -f "$OUT/kids-dev/summary.json" ] && [ ! -d "$RUN" ]; then
     echo "ablation: $row is measured and committed (results/ablation/$row) and its run is gone: not retrained" >&2
     continue
@@ -51,4 +51,4 @@ done
 python results/strip_references.py results  # the corpus transcripts stay out of the repository
 python results/ablation.py
 # The committed adapter's model card (README.md) from the results above; tests/test_model_card.py checks it.
-kidwhisper model-card models/whisper-base-kids results/ablation/lora-isolated results/baseline/whisper-base-en -q
+kidwhisper model-card models/whisper-base-kids results/ablation/lora-isolated-specaug results/baseline/whisper-base-en -q

@@ -8,7 +8,7 @@
 # Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
 # MODEL=built-in name, ADAPTER=adapter dir ("" = stock model only), LIMIT=N clips per set.
 # REUSE=1: take the unpacked evaluations from the committed results of the same decoding (stock:
-# results/baseline/whisper-base-en/<set>, tuned: results/ablation/lora-isolated/<set>) instead of re-running them.
+# results/baseline/whisper-base-en/<set>, tuned: results/ablation/lora-isolated-specaug/<set>, the row committed as models/whisper-base-kids) instead of re-running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}
@@ -28,7 +28,7 @@ evaluate() {  # OUT_DIR SET [evaluate flags]
 }
 for set in $SETS; do
   reuse "$OUT/stock/$set/unpacked" "results/baseline/whisper-base-en/$set"
-  reuse "$OUT/tuned/$set/unpacked" "results/ablation/lora-isolated/$set"
+  reuse "$OUT/tuned/$set/unpacked" "results/ablation/lora-isolated-specaug/$set"
   evaluate "$OUT/stock/$set/unpacked" "$set" --model "$MODEL"
   evaluate "$OUT/stock/$set/packed" "$set" --model "$MODEL" --pack
   if [ -n "$ADAPTER" ]; then

@@ -91,7 +91,7 @@ def test_ablation_configs_load_and_write_their_own_run(name):
 
 
 @pytest.mark.parametrize("run_config, train_config", [("reference-v1.yaml", "train-lora.yaml"),
-                                                       ("reference.yaml", "ablation/lora-isolated.yaml")])
+                                                       ("reference.yaml", "ablation/lora-isolated-specaug.yaml")])
 def test_run_configs_train_like_their_committed_runs(run_config, train_config):
     """`kidwhisper run configs/reference-v1.yaml` trains exactly what results/reference.sh trained, and
     `kidwhisper run configs/reference.yaml` exactly the ablation row committed as models/whisper-base-kids."""

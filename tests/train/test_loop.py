@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import json
 import logging
 import os
@@ -66,6 +68,18 @@ def test_config_validation_names_the_flags():
     assert cfg.lora == LoraConfig(r=8, target_modules=["q_proj"])
     with pytest.raises(ConfigError, match="unknown option"):
         from_dict(TrainConfig, {**base, "learning_rate": 1})
+
+
+@pytest.mark.parametrize("strategy, expected", [("lora", True), ("full", True), ("encoder", True),
+                                                ("lora-decoder", False), ("decoder", False)])
+def test_spec_augment_defaults_on_where_the_encoder_trains(strategy, expected):
+    """SpecAugment (the recommended recipe's winning lever) is on by default unless the encoder is frozen (its
+    outputs are then cached); the saved config holds the resolved value and an explicit choice is kept."""
+    base = dict(model="m", train="t", dev="d", out="o", strategy=strategy)
+    cfg = TrainConfig(**base)
+    assert cfg.spec_augment is expected and cfg.mask_time_prob == 0.05 and cfg.mask_feature_prob == 0.05
+    assert TrainConfig(**base, spec_augment=not expected).spec_augment is (not expected)
+    assert from_dict(TrainConfig, asdict(cfg)) == cfg
 
 
 def test_dev_wer_aggregates_and_skips_empty_references(monkeypatch, tmp_path, caplog):

@@ -95,14 +95,16 @@ class LoraConfig:
 class TrainConfig:
     """Options of ``kidwhisper train``: each field is the flag of the same name, described by its comment.
 
-    ``lr`` None is resolved here to the strategy's default (table above), so the saved config holds the value
-    used. Every dev-WER evaluation also writes the resumable checkpoint; ``save_every`` adds checkpoints in
-    between. ``mixed_precision`` ``auto`` = bf16 autocast where the hardware does bf16 natively (a CUDA GPU
-    that supports it, a CPU with AVX512-BF16 or AMX), float32 elsewhere; dev WER is decoded in float32 on CPU
-    either way. Augmentation (``speed_perturb``, ``pitch_perturb``) changes every training clip before
-    packing, seeded by (seed, epoch, clip) (:mod:`kidwhisper.train.augment`); dev audio is never augmented.
-    ``report_to`` ``tensorboard`` logs training loss, learning rate and dev WER through accelerate's tracker to
-    ``RUN_DIR/tensorboard/`` (``tensorboard --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra).
+    ``lr`` None is resolved here to the strategy's default (table above), and ``spec_augment`` None to on where
+    the encoder trains (it won its ablation row) and off where it is frozen (its outputs are then computed once
+    and cached), so the saved config holds the values used. Every dev-WER evaluation also writes the resumable
+    checkpoint; ``save_every`` adds checkpoints in between. ``mixed_precision`` ``auto`` = bf16 autocast where
+    the hardware does bf16 natively (a CUDA GPU that supports it, a CPU with AVX512-BF16 or AMX), float32
+    elsewhere; dev WER is decoded in float32 on CPU either way. Augmentation (``speed_perturb``,
+    ``pitch_perturb``) changes every training clip before packing, seeded by (seed, epoch, clip)
+    (:mod:`kidwhisper.train.augment`); dev audio is never augmented. ``report_to`` ``tensorboard`` logs training
+    loss, learning rate and dev WER through accelerate's tracker to ``RUN_DIR/tensorboard/`` (``tensorboard
+    --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra).
     """
 
     model: str  # built-in name, HF directory or Hub id (see `kidwhisper models`)
@@ -124,10 +126,10 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto = bf16 where native; no = float32
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (less memory, slower)
-    spec_augment: bool = False  # Whisper's own SpecAugment (config.apply_spec_augment) with the mask_* settings
+    spec_augment: bool | None = None  # Whisper's own SpecAugment with the mask_* settings; None = on unless the encoder is frozen
     mask_time_prob: float = 0.05  # SpecAugment: share of time frames masked
     mask_time_length: int = 10  # SpecAugment: frames per time mask
-    mask_feature_prob: float = 0.0  # SpecAugment: share of mel bins masked
+    mask_feature_prob: float = 0.05  # SpecAugment: share of mel bins masked
     mask_feature_length: int = 10  # SpecAugment: bins per frequency mask
     speed_perturb: float = 0.0  # max relative speed change per clip and epoch (0.1: x0.9-1.1); 0 = off
     pitch_perturb: float = 0.0  # max pitch shift in semitones per clip and epoch (tempo kept); 0 = off
@@ -175,6 +177,8 @@ class TrainConfig:
             raise ConfigError(f"`--warmup-steps` must be >= 0; got {self.warmup_steps}")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.strategy]
+        if self.spec_augment is None:  # a frozen encoder's outputs are cached instead (several times faster)
+            self.spec_augment = not self.frozen_encoder
         if not self.lr > 0:
             raise ConfigError(f"`--lr` must be > 0; got {self.lr}")
         if self.weight_decay < 0:
