@@ -329,6 +329,22 @@ def test_rerun_overwrites_and_removes_stale_clips(tmp_path, tone, write_audio):
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["a.wav"]
 
 
+def test_temp_files_of_a_killed_run_are_removed_and_no_other_file(tmp_path, tone, write_audio):
+    """A run killed while writing clips leaves ``.<clip>.<random>.tmp`` files: the next run removes those of
+    clips prepare writes, and keeps dot files that only look alike."""
+    src = _sidecar(tmp_path / "in", write_audio, {"a": (tone(), 16000, "A"), "b": (tone(), 16000, "B")})
+    out = tmp_path / "out"
+    _prepare(src, out)
+    clips = out / "clips"
+    for name in (".a.flac.k3x9q1.tmp", ".b.flac.tmp", ".notes.txt.tmp", ".zz.flac.abc.tmp"):
+        (clips / name).write_bytes(b"partial")
+    (clips / "b.flac").unlink()  # killed before b's clip was renamed into place
+    (src / "b.wav").unlink(), (src / "b.txt").unlink()  # and b left the corpus before the next run
+    (clips / ".b.flac.q8r2.tmp").write_bytes(b"partial")
+    _prepare(src, out)
+    assert sorted(p.name for p in clips.iterdir()) == [".notes.txt.tmp", ".zz.flac.abc.tmp", "a.flac"]
+
+
 def test_nothing_usable_raises_and_still_writes_the_report(tmp_path, write_audio):
     src = _sidecar(tmp_path / "in", write_audio, {"quiet": (np.zeros(16000, np.float32), 16000, "SHH")})
     with pytest.raises(PrepareError, match=r"no usable clips among 1 utterances \(skipped: silent audio: 1\).*quiet"):

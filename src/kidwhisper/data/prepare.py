@@ -371,7 +371,8 @@ def _claim_outputs(out: Path, names: set[str]) -> set[str]:
     if ours:  # a manifest temp file of a killed run (``.manifest.jsonl.<random>.tmp``)
         for leftover in out.glob(f".{MANIFEST_NAME}.*.tmp"):
             leftover.unlink()
-    written = {n for n in written if (clips_dir / n).exists() or (clips_dir / f".{n}.tmp").exists()} | names
+    temps = _temp_files(clips_dir, written)
+    written = {n for n in written if (clips_dir / n).exists() or n in temps} | names
     _write_ledger(out, written)
     return written
 
@@ -380,15 +381,35 @@ def _write_ledger(out: Path, names: set[str]) -> None:
     atomic_write_text(out / WRITTEN_NAME, _json({"clips": sorted(names)}))
 
 
+def _temp_files(clips_dir: Path, names: set[str]) -> dict[str, list[Path]]:
+    """The temp files a killed run left in ``clips_dir`` for the clips ``names`` (``.<clip>.<random>.tmp``, or
+    ``.<clip>.tmp`` from older versions), by clip name, from one directory listing."""
+    found: dict[str, list[Path]] = {}
+    if not clips_dir.is_dir():
+        return found
+    with os.scandir(clips_dir) as entries:
+        for e in entries:
+            if e.name.startswith(".") and e.name.endswith(".tmp") and e.is_file(follow_symlinks=False):
+                stem = e.name[1:-4]
+                name = stem if stem in names else stem.rsplit(".", 1)[0]
+                if name in names:
+                    found.setdefault(name, []).append(Path(e.path))
+    return found
+
+
 def _remove_stale(clips_dir: Path, written: set[str], keep: set[str]) -> int:
-    """Delete the clips prepare wrote (``written``) that the new manifest does not list (``keep``), and
-    prepare's own leftover temp files; nothing else in ``clips_dir`` is touched."""
+    """Delete the clips prepare wrote (``written``) that the new manifest does not list (``keep``), and the
+    temp files a killed run left for any of them (``.<clip>.<random>.tmp``, one directory listing for all);
+    nothing else in ``clips_dir`` is touched."""
     removed = 0
-    for name in sorted(written):
-        for path in ([] if name in keep else [clips_dir / name]) + [clips_dir / f".{name}.tmp"]:
-            if path.is_file():
-                path.unlink()
-                removed += 1
+    for name in sorted(written - keep):
+        if (clips_dir / name).is_file():
+            (clips_dir / name).unlink()
+            removed += 1
+    for paths in _temp_files(clips_dir, written | keep).values():
+        for path in paths:
+            path.unlink()
+            removed += 1
     return removed
 
 
