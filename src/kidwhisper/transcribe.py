@@ -57,7 +57,7 @@ from kidwhisper.config import ConfigError, save_config
 from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
 from kidwhisper.decode_packed import PACK_SECONDS, SilenceCache, decode_clips
 from kidwhisper.files import atomic_write_text, check_output_dir
-from kidwhisper.models.load import check_language, is_multilingual, load_model
+from kidwhisper.models.load import check_language, check_language_of, is_multilingual, load_model
 from kidwhisper.timestamps import (
     Word,
     cue_dict,
@@ -148,18 +148,11 @@ def _quietest_offset(region: np.ndarray) -> int:
 def _check_language(model, language: str | None, name: str) -> str | None:
     """The language to pass to the decoder: an ISO code, or None for detection (multilingual only)."""
     auto = not language or language == "auto"
-    if not is_multilingual(model):
-        if not auto and language != "en":
-            raise ConfigError(f"--language {language}: {name} is an English-only model; use --language en "
-                              f"(or a multilingual model such as whisper-base)")
-        return "en"
+    multilingual = is_multilingual(model)
     if auto:
-        return None
+        return None if multilingual else "en"
     known = getattr(model.generation_config, "lang_to_id", None) or {}
-    if known and f"<|{language}|>" not in known:
-        codes = sorted(k[2:-2] for k in known)
-        raise ConfigError(f"--language {language}: not a language {name} knows; use one of {', '.join(codes)} "
-                          f"or auto")
+    check_language_of(name, language, multilingual, {k[2:-2] for k in known})
     return language
 
 

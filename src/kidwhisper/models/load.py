@@ -124,14 +124,19 @@ def check_language(model: str, language: str | None, allow_auto: bool = True, fl
             raise ConfigError(f"{flag} {language}: training needs the language of the data, e.g. {flag} en")
         return
     known = model_languages(model)
-    if known is None:
-        return
-    multilingual, codes = known
+    if known is not None:
+        check_language_of(model, language, *known, allow_auto=allow_auto, flag=flag)
+
+
+def check_language_of(name: str, language: str, multilingual: bool, codes: set[str], allow_auto: bool = True,
+                      flag: str = "--language") -> None:
+    """ConfigError unless a model (``name``, for the message) that is ``multilingual`` and knows ``codes``
+    (empty: any) can decode the code ``language``."""
     if not multilingual and language != "en":
-        raise ConfigError(f"{flag} {language}: {model} is an English-only model; use {flag} en (or a multilingual "
+        raise ConfigError(f"{flag} {language}: {name} is an English-only model; use {flag} en (or a multilingual "
                           f"model such as whisper-base)")
     if multilingual and codes and language not in codes:
-        raise ConfigError(f"{flag} {language}: not a language {model} knows; use one of {', '.join(sorted(codes))}"
+        raise ConfigError(f"{flag} {language}: not a language {name} knows; use one of {', '.join(sorted(codes))}"
                           f"{' or auto' if allow_auto else ''}")
 
 
