@@ -101,7 +101,7 @@ def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     result = collect(root)
     (root / "packed.json").write_text(json.dumps(result, indent=2) + "\n")
-    if root == default:
+    if root.resolve() == default:
         timing_file = root / "dev_eval_time.json"
         timing = json.loads(timing_file.read_text()) if timing_file.is_file() else None
         readme = ROOT / "README.md"
