@@ -33,6 +33,7 @@ BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference
     "lora-isolated-aug": "lora-isolated",
     "lora-isolated-specaug": "lora-isolated",
     "lora-all-specaug": "lora-isolated-specaug",
+    "seed-recipe": "lora-isolated",
 }
 
 
