@@ -59,7 +59,9 @@ def recipe(cfg: dict) -> str:
     parts = [cfg["strategy"]]
     if cfg["strategy"].startswith("lora"):
         lora = cfg["lora"]
-        parts.append(f"r={lora['r']} alpha={lora['alpha']}")
+        modules = lora.get("target_modules") or ["q_proj", "k_proj", "v_proj", "out_proj"]
+        on = "" if modules == ["q_proj", "k_proj", "v_proj", "out_proj"] else " on " + ",".join(modules)
+        parts.append(f"r={lora['r']} alpha={lora['alpha']}{on}")
     parts.append(f"lr {cfg['lr']:g}, {cfg['epochs']} epochs, {cfg['batch_size']} windows/step")
     parts.append(f"{cfg.get('pack_mode', 'joined')} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")  # joined: before pack modes
     if cfg.get("spec_augment"):
