@@ -136,6 +136,28 @@ def test_packed_clip_tokens_do_not_depend_on_its_neighbours(chatty):
     assert not torch.equal(states_a[1], states_b[1])
 
 
+def test_precomputed_silence_cross_projections_decode_as_projecting_every_frame(chatty, monkeypatch):
+    """The decoder's cross-attention keys and values of the silence continuation come from projections made
+    once per silence; the tokens, and the projections themselves, are those of projecting all 1500 frames."""
+    import contextlib
+
+    from kidwhisper import decode_packed
+
+    model, processor = chatty
+    clips = [sound(1.5, 0), sound(2.0, 1), sound(1.0, 2), sound(2.5, 6)]
+    fast = transcribe_packed(model, processor, clips, max_new_tokens=BUDGET, progress=False)
+    with torch.inference_mode():
+        states, lengths, silences = decode_packed._encode_clips(model, processor, clips, 0.2, SilenceCache())
+        k_proj = model.model.decoder.layers[0].encoder_attn.k_proj
+        full = k_proj(states)
+        with decode_packed.silence_cross_projections(model, silences, lengths):
+            assert k_proj.forward is not type(k_proj).forward.__get__(k_proj)
+            torch.testing.assert_close(k_proj(states), full, rtol=1e-5, atol=1e-6)
+        assert "forward" not in vars(k_proj)  # restored
+    monkeypatch.setattr(decode_packed, "silence_cross_projections", lambda *a: contextlib.nullcontext())
+    assert transcribe_packed(model, processor, clips, max_new_tokens=BUDGET, progress=False) == fast
+
+
 def test_window_of_one_clip_decodes_exactly_as_unpacked(chatty):
     model, processor = chatty
     clip = sound(3.0, 5)

@@ -16,7 +16,8 @@ frames, and the padding is a precomputed **silence continuation**:
   attend to the clip. The clips of a batch are rows of one encoder pass (padded to the longest, padding
   masked), so a clip's transcript does not depend on the other clips of its batch.
 - **decoder**: each clip's encoder states are its own ``n`` frames followed by the silence's final states
-  at positions n .. 1499 (1500 frames, as unpacked), decoded greedily with the prompt, token budget,
+  at positions n .. 1499 (1500 frames, as unpacked; the cross-attention keys and values of the silence part
+  are projected once per silence, :func:`silence_cross_projections`), decoded greedily with the prompt, token budget,
   timestamp suppression and flags of :func:`kidwhisper.decode.decode_batch`.
 
 A clip longer than ``max_seconds``, or a batch holding one clip, is decoded exactly as
@@ -25,8 +26,11 @@ A clip longer than ``max_seconds``, or a batch holding one clip, is decoded exac
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +102,7 @@ class Silence:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     final: torch.Tensor
+    cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per decoder layer: cross-attention k/v projections of ``final``
 
 
 def encode_silence(encoder, value: float) -> Silence:
@@ -136,6 +141,12 @@ def encode_clips(whisper, processor, audios: list[np.ndarray], gap: float = PACK
                  cache: SilenceCache | None = None) -> tuple[torch.Tensor, list[int]]:
     """(encoder states [B, 1500, d] of every clip: its own frames, then the silence continuation, the
     number of own frames of each clip); see the module docstring."""
+    states, lengths, _ = _encode_clips(whisper, processor, audios, gap, cache)
+    return states, lengths
+
+
+def _encode_clips(whisper, processor, audios: list[np.ndarray], gap: float,
+                  cache: SilenceCache | None) -> tuple[torch.Tensor, list[int], list[Silence]]:
     encoder = whisper.model.encoder
     cache = SilenceCache() if cache is None else cache
     param = next(encoder.parameters())
@@ -156,7 +167,41 @@ def encode_clips(whisper, processor, audios: list[np.ndarray], gap: float = PACK
     states = torch.stack([s.final for s in silences])
     for b, length in enumerate(lengths):
         states[b, :length] = hidden[b, :length]
-    return states, lengths
+    return states, lengths, silences
+
+
+@contextlib.contextmanager
+def silence_cross_projections(whisper, silences: list[Silence], lengths: list[int]) -> Iterator[None]:
+    """While inside: the key and value projections of every decoder layer's cross-attention compute only each
+    clip's own ``lengths`` frames of the encoder states; frames n .. 1499, the silence continuation, take
+    the projections of the silence's final states, computed once per silence (a projection is the same
+    linear map frame by frame, so only the arithmetic is saved). Other inputs are projected as usual."""
+    layers = whisper.model.decoder.layers
+    for s in silences:
+        if s.cross is None:
+            s.cross = [(layer.encoder_attn.k_proj(s.final), layer.encoder_attn.v_proj(s.final)) for layer in layers]
+    longest = max(lengths)
+    own = (torch.arange(longest, device=silences[0].final.device)[None, :]
+           < torch.tensor(lengths, device=silences[0].final.device)[:, None])[..., None]  # [B, T, 1]
+    patched = []
+
+    def project(x: torch.Tensor, original, pre: torch.Tensor) -> torch.Tensor:
+        if x.shape[:2] != pre.shape[:2]:
+            return original(x)
+        out = pre.clone()
+        out[:, :longest] = torch.where(own, original(x[:, :longest]), pre[:, :longest])
+        return out
+
+    try:
+        for i, layer in enumerate(layers):
+            for j, linear in enumerate((layer.encoder_attn.k_proj, layer.encoder_attn.v_proj)):
+                pre = torch.stack([s.cross[i][j] for s in silences])
+                linear.forward = functools.partial(project, original=linear.forward, pre=pre)
+                patched.append(linear)
+        yield
+    finally:
+        for linear in patched:
+            del linear.forward  # the class's forward again
 
 
 def decode_clips(model, processor, audios: list[np.ndarray], language: str | None, budgets: list[int],
@@ -166,8 +211,10 @@ def decode_clips(model, processor, audios: list[np.ndarray], language: str | Non
     from transformers.modeling_outputs import BaseModelOutput
 
     whisper = model.get_base_model() if hasattr(model, "get_base_model") else model
-    states, _ = encode_clips(whisper, processor, audios, gap, cache)
-    decoded = generate_from_encoder(model, processor, BaseModelOutput(last_hidden_state=states), language, budgets)
+    states, lengths, silences = _encode_clips(whisper, processor, audios, gap, cache)
+    with silence_cross_projections(whisper, silences, lengths):
+        decoded = generate_from_encoder(model, processor, BaseModelOutput(last_hidden_state=states), language,
+                                        budgets)
     return decoded, states
 
 
