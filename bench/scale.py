@@ -145,7 +145,8 @@ def run_size(args, hours: float, env: dict, label: str = "") -> dict:
     kw = ["-m", "kidwhisper"]
     train_cmd = [sys.executable, *kw, "train", "-q", "--model", args.model, "--train", row["manifest"], "--dev", args.dev,
                  "--out", str(out / "train"), "--max-steps", str(args.steps), "--eval-every", str(args.steps),
-                 "--dev-max-clips", str(args.dev_clips), "--batch-size", str(args.batch_size)]
+                 "--dev-max-clips", str(args.dev_clips), "--batch-size", str(args.batch_size),
+                 "--no-spec-augment"]  # as measured before SpecAugment became the default
     if args.num_workers is not None:
         train_cmd += ["--num-workers", str(args.num_workers)]
     log.info("%g h (%d clips): train %d steps", hours, row["n_clips"], args.steps)

@@ -5,9 +5,9 @@ same clips, for the same number of epochs, with the same learning rate and sched
 
 - **hf-recipe**: one clip per 30 s window, ``Seq2SeqTrainer`` defaults, features computed up front, the
   ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
-- **kidwhisper**: ``kidwhisper.train`` with its defaults (clips packed into <= 25 s windows, ~7 clips each,
-  ``pack_mode=isolated``: each clip trained as if alone in the window, see ``kidwhisper.train.clipwise``),
-  one window per step, so both systems make about the same number of optimizer steps on about the same
+- **kidwhisper**: ``kidwhisper.train`` with its defaults but no SpecAugment, like the plain recipe (clips
+  packed into <= 25 s windows, ~7 clips each, ``pack_mode=isolated``: each clip trained as if alone in the
+  window, see ``kidwhisper.train.clipwise``), one window per step, so both systems make about the same number of optimizer steps on about the same
   clips per step;
 - further kidwhisper variants given with ``--variant NAME:key=value,...`` (``TrainConfig`` fields, e.g.
   ``kidwhisper-joined:pack_mode=joined,pack_seconds=30`` is the first packing recipe, one joined transcript
@@ -107,7 +107,8 @@ def run_kidwhisper(model: str, train_manifest: str, dev_manifest: str, out: Path
         c.audio = str(audio_path(c, train_manifest))
     sub = write_manifest(clips, out / "train-subset" / "manifest.jsonl")
     kw = dict(model=model, train=str(sub), dev=dev_manifest, out=str(out / "run"), strategy="lora", epochs=epochs,
-              batch_size=batch_size, lr=LR, patience=None, eval_every=10**6, dev_max_clips=8, progress=False)
+              batch_size=batch_size, lr=LR, patience=None, eval_every=10**6, dev_max_clips=8, progress=False,
+              spec_augment=False)  # as the plain recipe (and every committed result); a variant may turn it on
     config = TrainConfig(**{**kw, **options})
     s = train(config)
     return {"train_seconds": s["train_seconds"], "clips": s.get("clips_seen", len(clips) * epochs),
