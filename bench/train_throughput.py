@@ -7,8 +7,8 @@ same clips, for the same number of epochs, with the same learning rate and sched
   ``DataCollatorSpeechSeq2SeqWithPadding`` collator of the Hugging Face Whisper fine-tuning blog;
 - **kidwhisper**: ``kidwhisper.train`` with its defaults but no SpecAugment, like the plain recipe (clips
   packed into <= 25 s windows, ~7 clips each, ``pack_mode=isolated``: each clip trained as if alone in the
-  window, see ``kidwhisper.train.clipwise``), one window per step, so both systems make about the same number of optimizer steps on about the same
-  clips per step;
+  window, see ``kidwhisper.train.clipwise``), one window per step, so both systems make about the same
+  number of optimizer steps on about the same clips per step;
 - further kidwhisper variants given with ``--variant NAME:key=value,...`` (``TrainConfig`` fields, e.g.
   ``kidwhisper-joined:pack_mode=joined,pack_seconds=30`` is the first packing recipe, one joined transcript
   per 30 s window; ``kidwhisper-bf16:mixed_precision=bf16`` autocasts to bf16 on a CPU that has it).

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from kidwhisper.report.render import paired_eval_difference
+from kidwhisper.train.config import LoraConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "results" / "ablation"
@@ -59,8 +60,8 @@ def recipe(cfg: dict) -> str:
     parts = [cfg["strategy"]]
     if cfg["strategy"].startswith("lora"):
         lora = cfg["lora"]
-        modules = lora.get("target_modules") or ["q_proj", "k_proj", "v_proj", "out_proj"]
-        on = "" if modules == ["q_proj", "k_proj", "v_proj", "out_proj"] else " on " + ",".join(modules)
+        modules = lora.get("target_modules") or LoraConfig().target_modules
+        on = "" if modules == LoraConfig().target_modules else " on " + ",".join(modules)
         parts.append(f"r={lora['r']} alpha={lora['alpha']}{on}")
     parts.append(f"lr {cfg['lr']:g}, {cfg['epochs']} epochs, {cfg['batch_size']} windows/step")
     parts.append(f"{cfg.get('pack_mode', 'joined')} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")  # joined: before pack modes
@@ -90,8 +91,8 @@ def row(name: str, run: Path, label: str | None = None) -> dict:
     out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
     out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
     out["kids-test_minus_stock"] = _paired(run / "kids-test", BASELINE / "kids-test")
-    parent = BUILDS_ON.get(name, RECOMMENDED if name not in (RECOMMENDED, "reference") else None)
-    if parent and parent != "reference":
+    parent = BUILDS_ON.get(name, None if name in (RECOMMENDED, "reference") else RECOMMENDED)
+    if parent not in (None, "reference"):
         out["builds_on"] = parent
         out["kids-dev_minus_builds_on"] = _paired(run / "kids-dev", ABLATION / parent / "kids-dev")
     return out
@@ -135,8 +136,8 @@ def table(r: dict) -> str:
         "checkpoint with the best kids-dev WER; WER is Whisper-normalized, in %, greedy, with its speaker-bootstrap "
         "95 % CI. *vs reference* is the row's WER minus the committed reference adapter's on the same clips "
         "(paired 95 % CI; bold where it excludes 0); *lever* is the row's WER minus that of the row it changes one "
-        f"lever of. The recommended row, committed as `models/whisper-base-kids`, is **{RECOMMENDED}**. Kids test and adults test are scored only for the final "
-        f"candidates. Stock whisper-base: kids dev {_pct(stock['kids-dev'])}, kids test {_pct(stock['kids-test'])}, "
+        f"lever of. The recommended row, committed as `models/whisper-base-kids`, is **{RECOMMENDED}**. Kids test "
+        f"and adults test are scored only for the final candidates. Stock whisper-base: kids dev {_pct(stock['kids-dev'])}, kids test {_pct(stock['kids-test'])}, "
         f"adults test {_pct(stock['adults-test'])}. Times are on this machine's 2 CPU cores, several runs sharing "
         "them (see the notes below the table).",
         "",

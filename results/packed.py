@@ -77,10 +77,11 @@ def table(result: dict, timing: dict | None) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|"]
     names = {"stock": "stock whisper-base", "tuned": "`models/whisper-base-kids` (`lora-isolated-specaug`)",
              "lora-isolated": "`lora-isolated` (the earlier recommended adapter)"}
-    models = {"stock": 0, "tuned": 1, "lora-isolated": 2}
+    models = list(names)  # table order
     order = {"kids-dev": 0, "kids-test": 1, "adults-test": 2}
     layouts = list(LAYOUTS.values())
-    for r in sorted(result["rows"], key=lambda r: (models.get(r["model"], 9), r["model"], order.get(r["set"], 9), r["set"],
+    for r in sorted(result["rows"], key=lambda r: (models.index(r["model"]) if r["model"] in models else len(models),
+                                                    r["model"], order.get(r["set"], 9), r["set"],
                                                     layouts.index(r["layout"]))):
         d = r["packed_minus_unpacked"]
         lines.append(f"| {names.get(r['model'], r['model'])} | {r['set']} ({r['packed']['n_utts']}) | {r['layout']} | "

@@ -8,7 +8,8 @@
 # Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
 # MODEL=built-in name, ADAPTER=adapter dir ("" = stock model only), LIMIT=N clips per set.
 # REUSE=1: take the unpacked evaluations from the committed results of the same decoding (stock:
-# results/baseline/whisper-base-en/<set>, tuned: results/ablation/lora-isolated-specaug/<set>, the row committed as models/whisper-base-kids) instead of re-running them.
+# results/baseline/whisper-base-en/<set>, tuned: results/ablation/lora-isolated-specaug/<set>, the row committed
+# as models/whisper-base-kids) instead of re-running them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-data}

@@ -51,7 +51,8 @@ def main() -> None:
               "evaluate": "nice -n 5 kidwhisper evaluate " + shlex.join(args) + " [--pack]",
               "cores": os.cpu_count(), "unpacked": unpacked, "packed": packed,
               "speedup": round(unpacked["wall_seconds"] / packed["wall_seconds"], 2),
-              "note": "one run each, one after the other; the 1-minute load average before each run shows whether other jobs shared the cores (a run just before lifts it too)"}
+              "note": "one run each, one after the other; the 1-minute load average before each run shows whether "
+                      "other jobs shared the cores (a run just before lifts it too)"}
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

@@ -17,8 +17,8 @@ frames, and the padding is a precomputed **silence continuation**:
   masked), so a clip's transcript does not depend on the other clips of its batch.
 - **decoder**: each clip's encoder states are its own ``n`` frames followed by the silence's final states
   at positions n .. 1499 (1500 frames, as unpacked; the cross-attention keys and values of the silence part
-  are projected once per silence, :func:`silence_cross_projections`), decoded greedily with the prompt, token budget,
-  timestamp suppression and flags of :func:`kidwhisper.decode.decode_batch`.
+  are projected once per silence, :func:`silence_cross_projections`), decoded greedily with the prompt,
+  token budget, timestamp suppression and flags of :func:`kidwhisper.decode.decode_batch`.
 
 A clip longer than ``max_seconds``, or a batch holding one clip, is decoded exactly as
 :func:`kidwhisper.decode.decode_batch` decodes it. Beam search is not packed.
@@ -102,7 +102,7 @@ class Silence:
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
     final: torch.Tensor
-    cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per decoder layer: cross-attention k/v projections of ``final``
+    cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per decoder layer: k, v of ``final`` (decoding)
 
 
 def encode_silence(encoder, value: float) -> Silence:
@@ -180,9 +180,8 @@ def silence_cross_projections(whisper, silences: list[Silence], lengths: list[in
     for s in silences:
         if s.cross is None:
             s.cross = [(layer.encoder_attn.k_proj(s.final), layer.encoder_attn.v_proj(s.final)) for layer in layers]
-    longest = max(lengths)
-    own = (torch.arange(longest, device=silences[0].final.device)[None, :]
-           < torch.tensor(lengths, device=silences[0].final.device)[:, None])[..., None]  # [B, T, 1]
+    longest, device = max(lengths), silences[0].final.device
+    own = (torch.arange(longest, device=device)[None, :] < torch.tensor(lengths, device=device)[:, None])[..., None]
     patched = []
 
     def project(x: torch.Tensor, original, pre: torch.Tensor) -> torch.Tensor:

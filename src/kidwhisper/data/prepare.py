@@ -357,9 +357,10 @@ def _written_before(out: Path) -> tuple[bool, set[str]]:
     return True, {Path(a).name for a in old if Path(a).parent == Path(CLIPS_DIR)}
 
 
-def _claim_outputs(out: Path, names: set[str]) -> set[str]:
+def _claim_outputs(out: Path, names: set[str]) -> tuple[set[str], list[Path]]:
     """Check that writing OUTPUT_DIR's files and the clips ``names`` overwrites only files prepare wrote,
-    record ``names`` as written, and return every clip name prepare has written there (earlier or now)."""
+    record ``names`` as written, and return every clip name prepare has written there (earlier or now) and
+    the temp files a killed run left for them."""
     ours, written = _written_before(out)
     clips_dir = out / CLIPS_DIR
     foreign = [] if ours else [out / n for n in (MANIFEST_NAME, REPORT_NAME, CONFIG_NAME) if (out / n).exists()]
@@ -374,7 +375,7 @@ def _claim_outputs(out: Path, names: set[str]) -> set[str]:
     temps = _temp_files(clips_dir, written)
     written = {n for n in written if (clips_dir / n).exists() or n in temps} | names
     _write_ledger(out, written)
-    return written
+    return written, [path for paths in temps.values() for path in paths]
 
 
 def _write_ledger(out: Path, names: set[str]) -> None:
@@ -397,17 +398,13 @@ def _temp_files(clips_dir: Path, names: set[str]) -> dict[str, list[Path]]:
     return found
 
 
-def _remove_stale(clips_dir: Path, written: set[str], keep: set[str]) -> int:
+def _remove_stale(clips_dir: Path, written: set[str], keep: set[str], temps: list[Path]) -> int:
     """Delete the clips prepare wrote (``written``) that the new manifest does not list (``keep``), and the
-    temp files a killed run left for any of them (``.<clip>.<random>.tmp``, one directory listing for all);
-    nothing else in ``clips_dir`` is touched."""
+    temp files a killed run left (``temps``, from :func:`_claim_outputs`); nothing else in ``clips_dir`` is
+    touched."""
     removed = 0
-    for name in sorted(written - keep):
-        if (clips_dir / name).is_file():
-            (clips_dir / name).unlink()
-            removed += 1
-    for paths in _temp_files(clips_dir, written | keep).values():
-        for path in paths:
+    for path in [clips_dir / name for name in sorted(written - keep)] + temps:
+        if path.is_file():
             path.unlink()
             removed += 1
     return removed
@@ -517,7 +514,7 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
             raise PrepareError(str(e)) from e
         except OSError as e:
             raise PrepareError(f"{input}: cannot read the input ({e}); check that it exists and is readable") from e
-        written = _claim_outputs(out, plan.names)
+        written, temps = _claim_outputs(out, plan.names)
         with writing(clips_dir):
             clips_dir.mkdir(parents=True, exist_ok=True)
         settings = Settings(str(clips_dir), config.audio_format, config.min_duration, config.max_duration)
@@ -531,7 +528,7 @@ def prepare(input: str | Path, output_dir: str | Path, config: PrepareConfig | N
                     _write_chunk(items, outcomes, manifest, tally, kept, not_kept, config.audio_format)
                     bar.update(len(items))
             keep = plan.names - not_kept
-            _remove_stale(clips_dir, written, keep)
+            _remove_stale(clips_dir, written, keep, temps)
             _write_ledger(out, keep)
             return _finish(input, out, fmt, plan, tally, kept, config, workers, manifest)
     finally:
