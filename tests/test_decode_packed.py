@@ -151,7 +151,7 @@ def test_precomputed_silence_cross_projections_decode_as_projecting_every_frame(
         k_proj = model.model.decoder.layers[0].encoder_attn.k_proj
         full = k_proj(states)
         with decode_packed.silence_cross_projections(model, silences, lengths):
-            assert k_proj.forward is not type(k_proj).forward.__get__(k_proj)
+            assert "forward" in vars(k_proj)  # patched on the instance
             torch.testing.assert_close(k_proj(states), full, rtol=1e-5, atol=1e-6)
         assert "forward" not in vars(k_proj)  # restored
     monkeypatch.setattr(decode_packed, "silence_cross_projections", lambda *a: contextlib.nullcontext())
