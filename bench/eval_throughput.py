@@ -3,11 +3,13 @@
 Compares, on the first N clips of a manifest (default: 100 kids-test clips), with whisper-base, English,
 greedy, no timestamps:
   - kidwhisper: ``kidwhisper.evaluate`` (batched generate, PyTorch), ``--pack`` (the clips of a batch in
-    one encoder pass, :mod:`kidwhisper.decode_packed`), and ``--backend ct2`` in float32 and int8 (the same batched
-    decoding and front end on CTranslate2);
+    one encoder pass, :mod:`kidwhisper.decode_packed`), both again with ``--precision bf16`` where the CPU runs
+    bf16 natively (AVX512-BF16 or AMX), and ``--backend ct2`` in float32 and int8 (the same batched decoding and
+    front end on CTranslate2);
   - hf-pipeline: ``transformers.pipeline("automatic-speech-recognition")`` one clip at a time, as the usual recipe
     (greedy: ``num_beams=1``; the pipeline's own default is 5 beams);
-  - faster-whisper float32 and int8 (``WhisperModel.transcribe`` per clip, beam 1, no VAD, no previous text).
+  - faster-whisper float32 and int8 (``WhisperModel.transcribe`` per clip, beam 1, no VAD, no previous text;
+    CTranslate2 has no bf16 on a CPU).
 Every system's transcripts are scored the same way (``kidwhisper.metrics.score_utterance``, Whisper-normalized).
 
 The WER gap between systems running the same weights is broken down per clip: errors in clips flagged as
@@ -43,20 +45,24 @@ from kidwhisper.evaluate import EvalConfig, evaluate
 from kidwhisper.metrics import HEADLINE, score_utterance, sum_counts
 from kidwhisper.models.builtin import builtin_path
 from kidwhisper.models.convert import cached_ct2_dir, write_merged
+from kidwhisper.models.load import native_bf16
 
 log = logging.getLogger("bench")
 
 
 def bench_kidwhisper(model: str, adapter: str | None, manifest: Path, n: int, batch_size: int,
-                     backend: str = "torch", compute_type: str = "float32", pack: bool = False) -> dict:
+                     backend: str = "torch", compute_type: str = "float32", pack: bool = False,
+                     precision: str = "float32") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         s = evaluate(EvalConfig(model=model, adapter=adapter, data=str(manifest), out=tmp, limit=n, batch_size=batch_size,
-                                backend=backend, compute_type=compute_type, pack=pack, progress=False))
+                                backend=backend, compute_type=compute_type, pack=pack, precision=precision,
+                                progress=False))
         total = time.perf_counter() - t
         hyps = [json.loads(line)["hyp"] for line in (Path(tmp) / "utterances.jsonl").read_text().splitlines()]
-    name = "PyTorch" if backend == "torch" else f"CTranslate2 {compute_type}"
-    flag = " --pack" if pack else ""
+    name = ("PyTorch" if precision == "float32" else f"PyTorch {precision}") if backend == "torch" \
+        else f"CTranslate2 {compute_type}"
+    flag = (" --pack" if pack else "") + (f" --precision {precision}" if precision != "float32" else "")
     return {"system": f"kidwhisper evaluate{flag} ({name}, batch {batch_size})", "decode_seconds": s["wall_seconds"],
             "total_seconds": round(total, 2), "hyps": hyps}
 
@@ -122,7 +128,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="bench/results/eval_throughput.json")
     p.add_argument("--skip", nargs="*", default=[],
-                   help="systems to skip: pack ct2-float32 ct2-int8 hf-pipeline fw-float32 fw-int8")
+                   help="systems to skip: pack bf16 pack-bf16 ct2-float32 ct2-int8 hf-pipeline fw-float32 fw-int8 "
+                   "(the bf16 rows run only where the CPU has native bf16: AVX512-BF16 or AMX)")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     manifest = resolve_manifest_path(args.data)
@@ -132,6 +139,11 @@ def main() -> None:
     rows = [bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size)]
     if "pack" not in args.skip:
         rows.append(bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size, pack=True))
+    bf16 = native_bf16(torch.device("cpu"))
+    for pack in (False, True):
+        if bf16 and ("pack-bf16" if pack else "bf16") not in args.skip:
+            rows.append(bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size, pack=pack,
+                                         precision="bf16"))
     for ct in ("float32", "int8"):
         if f"ct2-{ct}" not in args.skip:
             rows.append(bench_kidwhisper(args.model, args.adapter, manifest, args.n, args.batch_size, "ct2", ct))
@@ -146,6 +158,7 @@ def main() -> None:
         r["clips_per_second"] = round(len(clips) / r["decode_seconds"], 3)
     result = {"model": args.model, "adapter": args.adapter, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
               "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
+              "cpu_native_bf16": native_bf16(torch.device("cpu")),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

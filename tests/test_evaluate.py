@@ -253,3 +253,20 @@ def test_a_cut_hypothesis_is_kept_in_its_line_and_the_guarded_wer_is_computed_fr
     summary = summarize_lines(lines)
     assert summary["guarded"]["n_cut"] == 1 and summary["n_truncated"] == 1 and summary["languages"] == {"en": 2}
     assert summary["wer"]["whisper"]["insertions"] == 98 and summary["guarded"]["wer"]["whisper"]["insertions"] == 22
+
+
+def test_precision_applies_to_the_torch_backend_only():
+    with pytest.raises(ValueError, match="--precision applies to --backend torch"):
+        EvalConfig(model="m", data="d", out="o", backend="ct2", precision="bf16")
+    with pytest.raises(ValueError, match="--precision must be one of"):
+        EvalConfig(model="m", data="d", out="o", precision="half")
+
+
+def test_bf16_evaluation_says_so_in_its_summary(tiny_model_dir, kids_manifest, tmp_path):
+    summary = evaluate(EvalConfig(model=str(tiny_model_dir), data=str(kids_manifest), out=str(tmp_path), limit=3,
+                                  max_new_tokens=4, precision="bf16", pack=True, progress=False))
+    assert summary["decoding"]["precision"] == "bf16" and summary["config"]["precision"] == "bf16"
+    assert summary["n_utts"] == 3
+    default = evaluate(EvalConfig(model=str(tiny_model_dir), data=str(kids_manifest), out=str(tmp_path / "f32"),
+                                  limit=1, max_new_tokens=4, progress=False))
+    assert default["decoding"]["precision"] == "float32"

@@ -458,7 +458,7 @@ def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
     saved = yaml.safe_load((out / "transcribe_config.yaml").read_text())  # the resolved options, flags win
     assert saved == {"model": "whisper-tiny.en", "adapter": None, "language": "en", "format": "vtt",
                      "word_timestamps": True, "timestamps": True, "output_dir": str(out), "device": "auto",
-                     "batch_size": 8, "pack": False, "progress": False}
+                     "batch_size": 8, "pack": False, "precision": "float32", "progress": False}
     vtt = (out / f"{Path(a).stem}.vtt").read_text()
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt
 
@@ -492,3 +492,16 @@ def test_packed_transcribe_of_short_files_is_packed_evaluate_and_leaves_long_fil
     assert all(r["segments"] and r["segments"][-1]["end"] <= r["duration"] for r in packed[:-1])  # aligned cues
     assert packed[-1]["windows"] == results["long"]["windows"]
     assert packed[-1]["segments"] == results["long"]["segments"]
+
+
+@pytest.mark.slow
+def test_bf16_packed_transcribe_aligns_its_cues(kids_test_clips):
+    """transcribe --precision bf16 --pack: decoded in bf16, aligned in float32, cues inside each file."""
+    shorts = [path for _, path, _ in kids_test_clips[:4]]
+    config = TranscribeConfig(model="whisper-tiny.en", device="cpu", batch_size=4, progress=False,
+                              word_timestamps=True, pack=True, precision="bf16")
+    out = transcribe(config, shorts)
+    assert "elephant" in normalize(out[0]["text"])
+    for r in out:
+        words = [w for s in r["segments"] for w in s["words"]]
+        assert words and all(0 <= w["start"] <= w["end"] <= r["duration"] for w in words)

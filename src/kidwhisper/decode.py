@@ -17,11 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
-from kidwhisper.models.load import is_multilingual
+from kidwhisper.models.load import is_multilingual, native_bf16
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample_len default (n_text_ctx // 2): a bound on runaway loops
+PRECISIONS = ("float32", "bf16", "fp16", "auto")  # what the model's matrix products run in when decoding
 
 
 @dataclass
@@ -37,8 +38,31 @@ class Decoded:
 
 
 def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+    with torch.autocast("cpu", enabled=False):  # the log-mel is float32 whatever the model's precision
+        feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
     return feats.to(device=device, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` (one of :data:`PRECISIONS`) made concrete for ``device``: ``auto`` is bf16 where the
+    device runs it natively (:func:`kidwhisper.models.load.native_bf16`), float32 elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "float32"
+    if precision == "fp16" and device.type == "cpu":
+        raise ValueError("--precision fp16 needs a GPU; on a CPU use bf16 (where native) or float32")
+    if precision == "bf16" and not native_bf16(device):
+        log.warning("--precision bf16 on %s: not native here, emulated (slower than float32)", device.type)
+    return precision
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """Where decoding runs in ``precision`` (resolved by :func:`resolve_precision`): float32 weights, matrix
+    products in bf16 / fp16 under ``torch.autocast`` (layer norms, softmax and the log-mel stay float32)."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 @contextlib.contextmanager

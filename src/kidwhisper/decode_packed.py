@@ -62,8 +62,9 @@ def clip_mels(processor, audios: list[np.ndarray], gap: float, device: torch.dev
     zeros after the clip), as far as a clip's encoder frames read them."""
     longest = max(len(a) for a in audios) + int(round(gap * SAMPLE_RATE)) + STEM_MARGIN
     length = min(N_SAMPLES, math.ceil(longest / (2 * HOP_LENGTH)) * 2 * HOP_LENGTH)  # an even number of frames
-    feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, max_length=length,
-                                        return_tensors="pt").input_features
+    with torch.autocast("cpu", enabled=False):  # the log-mel is float32 whatever the model's precision
+        feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, max_length=length,
+                                            return_tensors="pt").input_features
     return feats.to(device=device, dtype=dtype)
 
 

@@ -55,7 +55,7 @@ from kidwhisper.data.manifest import (
     probe_clips,
     read_manifest,
 )
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
+from kidwhisper.decode import MAX_NEW_TOKENS, PRECISIONS, Decoded, decode_batch, precision_context, resolve_precision
 from kidwhisper.decode_packed import SilenceCache, transcribe_packed
 from kidwhisper.files import append_text, atomic_write_text, check_output_dir, writing
 from kidwhisper.metrics import UtteranceScore, score_utterance, summarize
@@ -89,6 +89,7 @@ class EvalConfig:
     backend: Literal["torch", "ct2"] = "torch"  # decoding engine: PyTorch generate, or CTranslate2 (same decoding)
     compute_type: str = "float32"  # ct2 only: float32 (greedy: token-identical to torch), int8, int8_float32, ...
     pack: bool = False  # torch, greedy: the clips of a batch in one encoder pass, each decoded alone (kidwhisper.decode_packed)
+    precision: Literal["float32", "bf16", "fp16", "auto"] = "float32"  # torch: matrix products in float32, or bf16/fp16 autocast (auto = bf16 where native)
     progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self):
@@ -106,6 +107,10 @@ class EvalConfig:
             raise ConfigError("--compute-type applies to --backend ct2 only")
         if self.pack and self.backend != "torch":
             raise ConfigError("--pack applies to --backend torch only; drop --pack or use --backend torch")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if self.precision != "float32" and self.backend != "torch":
+            raise ConfigError("--precision applies to --backend torch only; CTranslate2 takes --compute-type")
 
 
 def resolve_data(data: str | Path, work_dir: Path, progress: bool = True) -> Path:
@@ -175,7 +180,7 @@ def evaluate(config: EvalConfig, resume: bool = False) -> dict:
         "decoding": {"language": config.language, "task": "transcribe", "timestamps": False,
                      "beam_size": config.beam_size, "greedy": config.beam_size == 1,
                      "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
-                     "backend": config.backend, "compute_type": config.compute_type,
+                     "backend": config.backend, "compute_type": config.compute_type, "precision": run.precision,
                      "front_end": "transformers WhisperFeatureExtractor (audio padded to 30 s, then log-mel)"},
         "backend": config.backend,
         "device": run.device,
@@ -196,13 +201,14 @@ class _Run:
     """What one call of :func:`evaluate` decoded."""
 
     device: str = ""
+    precision: str = ""  # torch: what the matrix products ran in (``precision`` resolved for the device)
     wall: float = 0.0  # seconds spent decoding
     audio_seconds: float = 0.0
     n_decoded: int = 0
 
 
 def _decoder(config: EvalConfig):
-    """(decode(arrays) -> list[Decoded], tokenizer, device name) for ``config``'s backend."""
+    """(decode(arrays) -> list[Decoded], tokenizer, device name, precision) for ``config``'s backend."""
     if config.backend == "ct2":
         from kidwhisper.decode_ct2 import CT2Decoder
         from kidwhisper.models.convert import cached_ct2_dir
@@ -215,17 +221,25 @@ def _decoder(config: EvalConfig):
                              "cuda" if config.device == "cuda" else "cpu")
         return (lambda audios: decoder.decode_batch(audios, config.language, config.max_new_tokens,
                                                     config.beam_size)), processor.tokenizer, \
-            f"ctranslate2 {config.compute_type}"
+            f"ctranslate2 {config.compute_type}", config.compute_type
     model, processor = load_model(config.model, config.adapter, config.device,
                                   merge=True)  # merged LoRA decodes at base-model speed
-    device = str(next(model.parameters()).device)
-    if config.pack:  # the clips of a batch in one encoder pass; the silence is encoded once for all batches
-        silence = SilenceCache()
-        return (lambda audios: transcribe_packed(model, processor, audios, config.language, config.batch_size,
-                                                 config.max_new_tokens, config.beam_size, progress=False,
-                                                 cache=silence)), processor.tokenizer, device
-    return (lambda audios: decode_batch(model, processor, audios, config.language, config.max_new_tokens,
-                                        config.beam_size)), processor.tokenizer, device
+    device = next(model.parameters()).device
+    try:
+        precision = resolve_precision(config.precision, device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    silence = SilenceCache()  # packed: the silence is encoded once for all batches (in this precision)
+
+    def decode(audios):
+        with precision_context(precision, device):
+            if config.pack:  # the clips of a batch in one encoder pass
+                return transcribe_packed(model, processor, audios, config.language, config.batch_size,
+                                         config.max_new_tokens, config.beam_size, progress=False, cache=silence)
+            return decode_batch(model, processor, audios, config.language, config.max_new_tokens,
+                                config.beam_size)
+
+    return decode, processor.tokenizer, str(device), precision
 
 
 def _decode_remaining(config: EvalConfig, kept: list[Clip], samples: list[int], manifest: Path,
@@ -235,10 +249,10 @@ def _decode_remaining(config: EvalConfig, kept: list[Clip], samples: list[int], 
     order = sorted(range(len(kept)), key=lambda i: samples[i])
     batches = [order[s : s + config.batch_size] for s in range(0, len(order), config.batch_size)]
     todo = [b for b in batches if not all(kept[i].id in done for i in b)]
-    run = _Run(device="not loaded (every clip was decoded before)")
+    run = _Run(device="not loaded (every clip was decoded before)", precision=config.precision)
     if not todo:
         return run
-    decode, tok, run.device = _decoder(config)
+    decode, tok, run.device, run.precision = _decoder(config)
     with tqdm(total=len(kept), initial=len(kept) - sum(map(len, todo)), desc="decoding", unit="clip",
               disable=not config.progress) as bar:
         for batch in todo:

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration, stream_audio
 from kidwhisper.config import ConfigError, save_config
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch
+from kidwhisper.decode import MAX_NEW_TOKENS, PRECISIONS, Decoded, decode_batch, precision_context, resolve_precision
 from kidwhisper.decode_packed import PACK_SECONDS, SilenceCache, decode_clips
 from kidwhisper.files import atomic_write_text, check_output_dir
 from kidwhisper.models.load import check_language, check_language_of, is_multilingual, load_model
@@ -99,6 +99,7 @@ class TranscribeConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     batch_size: int = 8  # windows decoded together
     pack: bool = False  # the short files (one window of <= 25 s) of a batch in one encoder pass, as evaluate --pack
+    precision: Literal["float32", "bf16", "fp16", "auto"] = "float32"  # matrix products in float32, or bf16/fp16 autocast (auto = bf16 where native)
     progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class TranscribeConfig:
             raise ConfigError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if self.timestamps is None:
             self.timestamps = self.format != "text" or self.word_timestamps
         elif self.word_timestamps and not self.timestamps:
@@ -220,6 +223,7 @@ class _Batcher:
     max_new_tokens: int
     timestamps: bool
     pack: bool = False  # short files (one window of <= PACK_SECONDS) of a batch share one encoder pass
+    precision: str = "float32"  # resolved (kidwhisper.decode.resolve_precision): float32, bf16 or fp16
     pending: list[tuple[_Window, np.ndarray]] = field(default_factory=list)
     silence: SilenceCache = field(default_factory=SilenceCache)  # the packed encoder's silence, kept across batches
 
@@ -232,6 +236,13 @@ class _Batcher:
     def flush(self) -> None:
         if not self.pending:
             return
+        if self.precision == "float32":
+            self._flush()
+            return
+        with precision_context(self.precision, next(self.net.parameters()).device):
+            self._flush()
+
+    def _flush(self) -> None:
         windows, audios = (list(x) for x in zip(*self.pending, strict=True))
         self.pending = []
         packed = [i for i, (w, a) in enumerate(zip(windows, audios, strict=True))
@@ -254,8 +265,9 @@ class _Batcher:
                                                        cache=self.silence)
             for i, d, e in zip(packed, decoded, encoded_packed, strict=True):
                 windows[i].decoded, states[i] = d, e
-        if self.timestamps:
-            self._align(windows, audios, torch.stack(states))
+        if self.timestamps:  # the alignment's attention weights in float32, whatever the decoding's precision
+            with torch.autocast(next(self.net.parameters()).device.type, enabled=False):
+                self._align(windows, audios, torch.stack(states).float())
 
     def _align(self, windows: list[_Window], audios: list[np.ndarray], encoded: torch.Tensor) -> None:
         keep = [i for i, w in enumerate(windows) if w.decoded.tokens]
@@ -315,9 +327,13 @@ def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str |
     if c.output_dir is not None:
         save_config(c, Path(c.output_dir) / CONFIG_FILE)
     net, processor = load_model(c.model, c.adapter, c.device, merge=True)  # merged LoRA decodes at base speed
+    try:
+        precision = resolve_precision(c.precision, next(net.parameters()).device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     results = stream_transcripts(net, processor, paths, paths, c.language, c.batch_size, c.progress,
                                  c.model + (f" + {c.adapter}" if c.adapter else ""), MAX_NEW_TOKENS,
-                                 c.timestamps, c.word_timestamps, durations, c.pack)
+                                 c.timestamps, c.word_timestamps, durations, c.pack, precision)
     for i, result in enumerate(results):
         if targets is not None:
             write_result(result, targets[i], c.format)
@@ -327,25 +343,29 @@ def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str |
 def transcribe_loaded(net, processor, paths: Sequence[str | Path], audios: Sequence[np.ndarray],
                       language: str | None = "en", batch_size: int = 8, progress: bool = True,
                       name: str = "the model", max_new_tokens: int = MAX_NEW_TOKENS,
-                      timestamps: bool = True, word_timestamps: bool = False, pack: bool = False) -> list[dict]:
+                      timestamps: bool = True, word_timestamps: bool = False, pack: bool = False,
+                      precision: str = "float32") -> list[dict]:
     """:func:`transcribe` with a loaded (model, processor) and loaded 16 kHz audio (one per path) and the
     options as arguments.
 
-    ``max_new_tokens`` bounds the text of each window (Whisper's own 224 by default).
+    ``max_new_tokens`` bounds the text of each window (Whisper's own 224 by default); ``precision`` is
+    float32, bf16 or fp16 (:func:`kidwhisper.decode.precision_context`).
     """
     return list(stream_transcripts(net, processor, paths, audios, language, batch_size, progress, name,
-                                   max_new_tokens, timestamps or word_timestamps, word_timestamps, pack=pack))
+                                   max_new_tokens, timestamps or word_timestamps, word_timestamps, pack=pack,
+                                   precision=precision))
 
 
 def stream_transcripts(net, processor, paths: Sequence[str | Path], sources: Sequence[str | Path | np.ndarray],
                        language: str | None, batch_size: int, progress: bool, name: str, max_new_tokens: int,
                        timestamps: bool, word_timestamps: bool,
-                       durations: Sequence[float | None] | None = None, pack: bool = False) -> Iterator[dict]:
+                       durations: Sequence[float | None] | None = None, pack: bool = False,
+                       precision: str = "float32") -> Iterator[dict]:
     """Read each source (a file path or a 16 kHz array) window by window, decode the windows of all files in
     batches of ``batch_size`` (short files packed with ``pack``), and yield one result per file, in order,
     as soon as its last window is done."""
     forced = _check_language(net, language, name)
-    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps, pack)
+    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps, pack, precision)
     if durations is None:
         durations = [len(s) / SAMPLE_RATE if isinstance(s, np.ndarray) else None for s in sources]
     known = None if any(d is None for d in durations) else round(sum(durations), 1)

@@ -48,6 +48,18 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` runs bf16 matrix products natively: a CUDA GPU with bf16 support, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 on a CPU is emulated and slower than float32). Apple MPS: no."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 def is_multilingual(model) -> bool:
     """Whether a loaded Whisper model knows several languages (its generation config says so)."""
     return bool(getattr(model.generation_config, "is_multilingual", False))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from kidwhisper.config import ConfigError
-from kidwhisper.models.load import resolve_device
+from kidwhisper.models.load import native_bf16, resolve_device
 from kidwhisper.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -57,9 +57,7 @@ def resolve_num_workers(num_workers: int | None, device: torch.device, world_siz
 def cpu_bf16_supported() -> bool:
     """Whether this CPU runs bf16 matrix products natively (AVX512-BF16 or AMX); elsewhere bf16 autocast
     would be emulated and slower than float32."""
-    cpu = getattr(torch, "cpu", None)
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return native_bf16(torch.device("cpu"))
 
 
 def peak_memory_mb() -> dict[str, float | None]:
