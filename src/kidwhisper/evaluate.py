@@ -55,7 +55,14 @@ from kidwhisper.data.manifest import (
     probe_clips,
     read_manifest,
 )
-from kidwhisper.decode import MAX_NEW_TOKENS, PRECISIONS, Decoded, decode_batch, precision_context, resolve_precision
+from kidwhisper.decode import (
+    MAX_NEW_TOKENS,
+    PRECISIONS,
+    Decoded,
+    decode_batch,
+    precision_context,
+    resolve_precision,
+)
 from kidwhisper.decode_packed import SilenceCache, transcribe_packed
 from kidwhisper.files import append_text, atomic_write_text, check_output_dir, writing
 from kidwhisper.metrics import UtteranceScore, score_utterance, summarize

@@ -54,7 +54,14 @@ from tqdm.auto import tqdm
 
 from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration, stream_audio
 from kidwhisper.config import ConfigError, save_config
-from kidwhisper.decode import MAX_NEW_TOKENS, PRECISIONS, Decoded, decode_batch, precision_context, resolve_precision
+from kidwhisper.decode import (
+    MAX_NEW_TOKENS,
+    PRECISIONS,
+    Decoded,
+    decode_batch,
+    precision_context,
+    resolve_precision,
+)
 from kidwhisper.decode_packed import PACK_SECONDS, SilenceCache, decode_clips
 from kidwhisper.files import atomic_write_text, check_output_dir
 from kidwhisper.models.load import check_language, check_language_of, is_multilingual, load_model
