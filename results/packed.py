@@ -49,9 +49,11 @@ def pair(unpacked: Path, packed: Path) -> dict:
             "n_changed_transcripts": len(changed), "changed_ids": changed}
 
 
-LAYOUTS = {  # evaluation dir -> the packed layout that wrote it
-    "packed": "silence continuation",
-    "packed-windows": "shared windows (commit b197eea)",  # clips end to end, trailing silence block at 25-30 s
+LAYOUTS = {  # evaluation dir -> how it decoded (against "unpacked": one clip per window, float32)
+    "packed": "packed: silence continuation",
+    "packed-windows": "packed: shared windows (commit b197eea)",  # clips end to end, trailing silence at 25-30 s
+    "unpacked-bf16": "unpacked, --precision bf16",
+    "packed-bf16": "packed (silence continuation), --precision bf16",
 }
 
 
@@ -72,8 +74,8 @@ def _pct(x: float) -> str:
 
 def table(result: dict, timing: dict | None) -> str:
     """The README's packed-decoding table (and the dev-evaluation minutes when measured)."""
-    lines = ["| model | set (clips) | packed layout | WER % unpacked | packed | packed minus unpacked, points "
-             "(paired 95 % CI) | hallucination flags unpacked / packed | transcripts changed |",
+    lines = ["| model | set (clips) | decoding | WER % unpacked float32 | this decoding | minus unpacked float32, "
+             "points (paired 95 % CI) | hallucination flags unpacked / this | transcripts changed |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
     names = {"stock": "stock whisper-base", "tuned": "`models/whisper-base-kids` (`lora-isolated-specaug`)",
              "lora-isolated": "`lora-isolated` (the earlier recommended adapter)"}
@@ -89,11 +91,17 @@ def table(result: dict, timing: dict | None) -> str:
                      f"({100 * d['ci'][0]:+.1f} to {100 * d['ci'][1]:+.1f}) | {r['unpacked']['hallucinations']} / "
                      f"{r['packed']['hallucinations']} | {r['n_changed_transcripts']} |")
     if timing:
-        u, p = timing["unpacked"], timing["packed"]
+        u = timing["unpacked"]
+        names = {"packed": "packed", "unpacked_bf16": "unpacked bf16", "packed_bf16": "packed bf16"}
+        variants = [k for k in names if k in timing]
+        loads = ", ".join(str(timing[k]["load_average_before"]) for k in ["unpacked", *variants])
+        each = ", ".join(f"{timing[k]['minutes']:.1f} min {names[k]} "
+                         f"({round(u['wall_seconds'] / timing[k]['wall_seconds'], 2)}x, WER "
+                         f"{_pct(timing[k]['wer'])} %)" for k in variants)
         lines += ["", f"Dev evaluation of `models/whisper-base-kids` on kids dev ({u['n_utts']} clips, "
-                  f"`{timing['command'].strip()}`, one run each on {timing['cores']} shared cores, load average "
-                  f"{u['load_average_before']} and {p['load_average_before']} before the runs): "
-                  f"{u['minutes']:.1f} min unpacked, {p['minutes']:.1f} min packed ({timing['speedup']}x)."]
+                  f"`{timing['command'].strip()}`, one run each on {timing['cores']} cores, load average "
+                  f"{loads} before the runs): {u['minutes']:.1f} min unpacked float32 (WER {_pct(u['wer'])} %), "
+                  f"{each}."]
     return "\n".join(lines)
 
 
@@ -109,7 +117,7 @@ def main() -> None:
         readme.write_text(_replace(readme.read_text(), "packed", table(result, timing)))
     for r in result["rows"]:
         d = r["packed_minus_unpacked"]
-        print(f"{r['model']:>6} {r['set']:<12} {r['layout'][:7]:<7} unpacked {100 * r['unpacked']['wer']:5.1f} %  packed "
+        print(f"{r['model']:>6} {r['set']:<12} {r['layout'][:24]:<24} unpacked {100 * r['unpacked']['wer']:5.1f} %  packed "
               f"{100 * r['packed']['wer']:5.1f} %  diff {100 * d['wer']:+.2f} ({100 * d['ci'][0]:+.2f} to "
               f"{100 * d['ci'][1]:+.2f})  {r['n_changed_transcripts']} changed  x{r['speedup']} faster  "
               f"as accurate: {r['as_accurate']}")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Packed against one-clip-per-window decoding (issue 17): evaluate stock whisper-base and the recommended
-# adapter (models/whisper-base-kids) on kids dev, kids test and adults test with and without --pack, then pair
-# them clip by clip (results/packed.py -> results/packed/packed.json and the README table). Evaluations already
-# finished are skipped.
+# adapter (models/whisper-base-kids) on kids dev, kids test and adults test with and without --pack, each also
+# with --precision bf16, then pair them clip by clip with unpacked float32 decoding (results/packed.py ->
+# results/packed/packed.json and the README table). Evaluations already finished are skipped.
 # Run results/baselines.sh first (it prepares data/).
 # Usage: bash results/packed.sh
 # Overrides (a quick check on a subset): DATA=dir with <set>/manifest.jsonl, OUT=dir, SETS="kids-test ...",
@@ -32,9 +32,13 @@ for set in $SETS; do
   reuse "$OUT/tuned/$set/unpacked" "results/ablation/lora-isolated-specaug/$set"
   evaluate "$OUT/stock/$set/unpacked" "$set" --model "$MODEL"
   evaluate "$OUT/stock/$set/packed" "$set" --model "$MODEL" --pack
+  evaluate "$OUT/stock/$set/unpacked-bf16" "$set" --model "$MODEL" --precision bf16
+  evaluate "$OUT/stock/$set/packed-bf16" "$set" --model "$MODEL" --pack --precision bf16
   if [ -n "$ADAPTER" ]; then
     evaluate "$OUT/tuned/$set/unpacked" "$set" --model "$MODEL" --adapter "$ADAPTER"
     evaluate "$OUT/tuned/$set/packed" "$set" --model "$MODEL" --adapter "$ADAPTER" --pack
+    evaluate "$OUT/tuned/$set/unpacked-bf16" "$set" --model "$MODEL" --adapter "$ADAPTER" --precision bf16
+    evaluate "$OUT/tuned/$set/packed-bf16" "$set" --model "$MODEL" --adapter "$ADAPTER" --pack --precision bf16
   fi
 done
 [ "$OUT" != results/packed ] || python results/strip_references.py "$OUT"  # corpus transcripts stay out of the repo

@@ -372,6 +372,31 @@ def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, m
         assert not torch.equal(seen[2][k], seen[4][k]) or "lora_A" in k
 
 
+@pytest.mark.parametrize("eval_precision, expected", [(None, torch.float32), ("bf16", torch.bfloat16)])
+def test_dev_decoding_runs_in_the_eval_precision(make_config, monkeypatch, eval_precision, expected):
+    """--eval-precision bf16: the dev decoding's matrix products run in bf16 (autocast); unset on a CPU:
+    float32, as `kidwhisper evaluate` decodes by default."""
+    seen = []
+
+    def spy_dev(model, processor, audios, refs, config):
+        q = model.get_base_model().model.encoder.layers[0].self_attn.q_proj
+        seen.append(q(torch.zeros(1, q.in_features)).dtype)
+        return 0.5, 0
+
+    monkeypatch.setattr(loop, "evaluate_dev", spy_dev)
+    train(make_config(max_steps=1, eval_precision=eval_precision))
+    assert seen == [expected]
+
+
+def test_fp16_dev_decoding_on_a_cpu_is_refused_before_training(make_config, capsys):
+    config = make_config(eval_precision="fp16", device="cpu")
+    with pytest.raises(ConfigError, match="--eval-precision fp16 needs a GPU"):
+        train(config)
+    assert not (Path(config.out) / "checkpoints").exists()
+    with pytest.raises(ConfigError, match="`--eval-precision` must be one of float32, bf16, fp16, auto"):
+        make_config(eval_precision="half")
+
+
 WORKER = textwrap.dedent("""
     import json
     import sys

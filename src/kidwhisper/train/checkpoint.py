@@ -59,7 +59,8 @@ SCHEDULER_FILE = "scheduler.pt"
 STATE_FILE = "trainer_state.json"
 CHECKSUMS_FILE = "checksums.sha256"  # written last: lists every other file of the checkpoint
 STATE_KEYS = ("global_step", "epoch", "step_in_epoch", "world_size", "windows_fingerprint")  # required in the file
-RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size", "eval_pack", "report_to"}  # others must match
+RESUME_MAY_CHANGE = {"progress", "num_workers", "device", "eval_batch_size", "eval_pack", "eval_precision",
+                     "report_to"}  # others must match
 RESUME_PATHS = {"model", "train", "dev"}  # compared as resolved paths (a name or Hub id: as written)
 
 

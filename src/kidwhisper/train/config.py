@@ -57,6 +57,7 @@ DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PACK_MODES = ("isolated", "clips", "joined")
+EVAL_PRECISIONS = ("float32", "bf16", "fp16", "auto")  # kidwhisper.decode.PRECISIONS (decode imports torch)
 REPORT_TO = ("none", "tensorboard")  # experiment trackers, through accelerate
 MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
 
@@ -142,6 +143,7 @@ class TrainConfig:
     save_every: int | None = None  # steps between checkpoints; None = at every evaluation
     eval_batch_size: int = 16  # clips per batch when decoding dev
     eval_pack: bool = False  # decode the dev clips of a batch in one encoder pass (kidwhisper.decode_packed)
+    eval_precision: Literal["float32", "bf16", "fp16", "auto"] | None = None  # dev decoding's matrix products, as evaluate --precision (unset: the training's precision on a GPU, float32 on a CPU)
     patience: int | None = 3  # evaluations without a dev-WER improvement before stopping; None = never stop early
     dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
     language: str = "en"  # the language trained on and forced when decoding dev
@@ -192,6 +194,9 @@ class TrainConfig:
             raise ConfigError(f"`--pack-gap` must be in [0, 2] seconds; got {self.pack_gap}")
         if not 0 <= self.pack_single <= 1:
             raise ConfigError(f"`--pack-single` must be in [0, 1] (a fraction of the clips); got {self.pack_single}")
+        if self.eval_precision is not None and self.eval_precision not in EVAL_PRECISIONS:
+            raise ConfigError(f"`--eval-precision` must be one of {', '.join(EVAL_PRECISIONS)}; "
+                              f"got {self.eval_precision!r}")
         if self.pack_mode not in PACK_MODES:
             raise ConfigError(f"`--pack-mode` must be one of {', '.join(PACK_MODES)}; got {self.pack_mode!r}")
         for name in ("mask_time_prob", "mask_feature_prob"):

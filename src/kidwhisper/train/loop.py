@@ -72,7 +72,7 @@ from kidwhisper.data.manifest import (
     read_manifest,
     resolve_manifest_path,
 )
-from kidwhisper.decode import is_multilingual, transcribe_arrays
+from kidwhisper.decode import is_multilingual, precision_context, resolve_precision, transcribe_arrays
 from kidwhisper.decode_packed import transcribe_packed
 from kidwhisper.files import (
     append_text,
@@ -242,6 +242,12 @@ class Trainer:
         if not acc.is_main_process:
             self.log.setLevel(logging.WARNING)
         self._check_run_dir()
+        self.eval_precision = None  # dev decoding: --eval-precision resolved for the device
+        if c.eval_precision is not None:
+            try:
+                self.eval_precision = resolve_precision(c.eval_precision, acc.device)
+            except ValueError as e:
+                raise ConfigError(str(e).replace("--precision", "--eval-precision")) from e
         if self.ckpt is not None and self.ckpt.passed_over:
             acc.wait_for_everyone()  # every process has read its checkpoint before the damaged ones move
             if acc.is_main_process:
@@ -415,9 +421,13 @@ class Trainer:
         if self.acc.is_main_process:
             model = self.acc.unwrap_model(self.model)
             model.eval()
-            # CPU: decode in float32, as `kidwhisper evaluate` does (bf16 autocast would also reach the
-            # feature extractor's torch STFT); GPU: the training precision.
-            precision = self.acc.autocast() if self.acc.device.type != "cpu" else contextlib.nullcontext()
+            # --eval-precision, else: CPU float32, as `kidwhisper evaluate` decodes by default; GPU the
+            # training's precision.
+            device = self.acc.device
+            if self.eval_precision is not None:
+                precision = precision_context(self.eval_precision, device)
+            else:
+                precision = self.acc.autocast() if device.type != "cpu" else contextlib.nullcontext()
             with precision:
                 wer, truncated = evaluate_dev(model, self.processor, self.dev_audios, self.dev_refs, self.config)
             model.train()
