@@ -34,6 +34,8 @@ BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference
     "lora-isolated-aug": "lora-isolated",
     "lora-isolated-specaug": "lora-isolated",
     "lora-all-specaug": "lora-isolated-specaug",
+    "lora-specaug-strong": "lora-isolated-specaug",
+    "lora-specaug-aug": "lora-isolated-specaug",
     "seed-recipe": "lora-isolated",
 }
 
@@ -66,7 +68,8 @@ def recipe(cfg: dict) -> str:
     parts.append(f"lr {cfg['lr']:g}, {cfg['epochs']} epochs, {cfg['batch_size']} windows/step")
     parts.append(f"{cfg.get('pack_mode', 'joined')} {cfg['pack_seconds']:g} s" if cfg["pack"] else "unpacked")  # joined: before pack modes
     if cfg.get("spec_augment"):
-        parts.append("SpecAugment")
+        t, f = cfg.get("mask_time_prob", 0.05), cfg.get("mask_feature_prob", 0.05)
+        parts.append("SpecAugment" if (t, f) == (0.05, 0.05) else f"SpecAugment {100 * t:g} % / {100 * f:g} %")
     if cfg.get("speed_perturb"):
         parts.append(f"speed x{1 - cfg['speed_perturb']:g}-{1 + cfg['speed_perturb']:g}")
     if cfg.get("pitch_perturb"):
