@@ -36,6 +36,7 @@ BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference
     "lora-all-specaug": "lora-isolated-specaug",
     "lora-specaug-strong": "lora-isolated-specaug",
     "lora-specaug-aug": "lora-isolated-specaug",
+    "lora-r8-alpha128": "lora-isolated-specaug",
     "seed-recipe": "lora-isolated",
 }
 
