@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
+from kidwhisper.config import ConfigError
 from kidwhisper.models.load import is_multilingual, native_bf16
 
 log = logging.getLogger(__name__)
@@ -43,17 +44,23 @@ def features(processor, audios: list[np.ndarray], device: torch.device, dtype: t
     return feats.to(device=device, dtype=dtype)
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``precision`` (one of :data:`PRECISIONS`) made concrete for ``device``: ``auto`` is bf16 where the
-    device runs it natively (:func:`kidwhisper.models.load.native_bf16`), float32 elsewhere."""
+def check_precision(precision: str, flag: str = "--precision") -> None:
+    """ConfigError naming ``flag`` unless ``precision`` is one of :data:`PRECISIONS`."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+        raise ConfigError(f"{flag} must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+
+
+def resolve_precision(precision: str, device: torch.device, flag: str = "--precision") -> str:
+    """``precision`` (one of :data:`PRECISIONS`) made concrete for ``device``: ``auto`` is bf16 where the
+    device runs it natively (:func:`kidwhisper.models.load.native_bf16`), float32 elsewhere. A precision the
+    device cannot run is a ConfigError naming ``flag``."""
+    check_precision(precision, flag)
     if precision == "auto":
         return "bf16" if native_bf16(device) else "float32"
     if precision == "fp16" and device.type == "cpu":
-        raise ValueError("--precision fp16 needs a GPU; on a CPU use bf16 (where native) or float32")
+        raise ConfigError(f"{flag} fp16 needs a GPU; on a CPU use bf16 (where native) or float32")
     if precision == "bf16" and not native_bf16(device):
-        log.warning("--precision bf16 on %s: not native here, emulated (slower than float32)", device.type)
+        log.warning("%s bf16 on %s: not native here, emulated (slower than float32)", flag, device.type)
     return precision
 
 

@@ -57,8 +57,8 @@ from kidwhisper.data.manifest import (
 )
 from kidwhisper.decode import (
     MAX_NEW_TOKENS,
-    PRECISIONS,
     Decoded,
+    check_precision,
     decode_batch,
     precision_context,
     resolve_precision,
@@ -114,8 +114,7 @@ class EvalConfig:
             raise ConfigError("--compute-type applies to --backend ct2 only")
         if self.pack and self.backend != "torch":
             raise ConfigError("--pack applies to --backend torch only; drop --pack or use --backend torch")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        check_precision(self.precision)
         if self.precision != "float32" and self.backend != "torch":
             raise ConfigError("--precision applies to --backend torch only; CTranslate2 takes --compute-type")
 
@@ -232,10 +231,7 @@ def _decoder(config: EvalConfig):
     model, processor = load_model(config.model, config.adapter, config.device,
                                   merge=True)  # merged LoRA decodes at base-model speed
     device = next(model.parameters()).device
-    try:
-        precision = resolve_precision(config.precision, device)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    precision = resolve_precision(config.precision, device)
     silence = SilenceCache()  # packed: the silence is encoded once for all batches (in this precision)
 
     def decode(audios):

@@ -56,8 +56,8 @@ from kidwhisper.audio import N_SAMPLES, SAMPLE_RATE, AudioError, audio_duration,
 from kidwhisper.config import ConfigError, save_config
 from kidwhisper.decode import (
     MAX_NEW_TOKENS,
-    PRECISIONS,
     Decoded,
+    check_precision,
     decode_batch,
     precision_context,
     resolve_precision,
@@ -114,8 +114,7 @@ class TranscribeConfig:
             raise ConfigError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        check_precision(self.precision)
         if self.timestamps is None:
             self.timestamps = self.format != "text" or self.word_timestamps
         elif self.word_timestamps and not self.timestamps:
@@ -334,10 +333,7 @@ def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str |
     if c.output_dir is not None:
         save_config(c, Path(c.output_dir) / CONFIG_FILE)
     net, processor = load_model(c.model, c.adapter, c.device, merge=True)  # merged LoRA decodes at base speed
-    try:
-        precision = resolve_precision(c.precision, next(net.parameters()).device)
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
+    precision = resolve_precision(c.precision, next(net.parameters()).device)
     results = stream_transcripts(net, processor, paths, paths, c.language, c.batch_size, c.progress,
                                  c.model + (f" + {c.adapter}" if c.adapter else ""), MAX_NEW_TOKENS,
                                  c.timestamps, c.word_timestamps, durations, c.pack, precision)

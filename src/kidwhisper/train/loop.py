@@ -244,10 +244,7 @@ class Trainer:
         self._check_run_dir()
         self.eval_precision = None  # dev decoding: --eval-precision resolved for the device
         if c.eval_precision is not None:
-            try:
-                self.eval_precision = resolve_precision(c.eval_precision, acc.device)
-            except ValueError as e:
-                raise ConfigError(str(e).replace("--precision", "--eval-precision")) from e
+            self.eval_precision = resolve_precision(c.eval_precision, acc.device, "--eval-precision")
         if self.ckpt is not None and self.ckpt.passed_over:
             acc.wait_for_everyone()  # every process has read its checkpoint before the damaged ones move
             if acc.is_main_process:
