@@ -158,7 +158,7 @@ def main() -> None:
         r["clips_per_second"] = round(len(clips) / r["decode_seconds"], 3)
     result = {"model": args.model, "adapter": args.adapter, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
               "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
-              "cpu_native_bf16": native_bf16(torch.device("cpu")),
+              "cpu_native_bf16": bf16,
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

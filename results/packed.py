@@ -92,10 +92,10 @@ def table(result: dict, timing: dict | None) -> str:
                      f"{r['packed']['hallucinations']} | {r['n_changed_transcripts']} |")
     if timing:
         u = timing["unpacked"]
-        names = {"packed": "packed", "unpacked_bf16": "unpacked bf16", "packed_bf16": "packed bf16"}
-        variants = [k for k in names if k in timing]
+        labels = {"packed": "packed", "unpacked_bf16": "unpacked bf16", "packed_bf16": "packed bf16"}
+        variants = [k for k in labels if k in timing]
         loads = ", ".join(str(timing[k]["load_average_before"]) for k in ["unpacked", *variants])
-        each = ", ".join(f"{timing[k]['minutes']:.1f} min {names[k]} "
+        each = ", ".join(f"{timing[k]['minutes']:.1f} min {labels[k]} "
                          f"({round(u['wall_seconds'] / timing[k]['wall_seconds'], 2)}x, WER "
                          f"{_pct(timing[k]['wer'])} %)" for k in variants)
         lines += ["", f"Dev evaluation of `models/whisper-base-kids` on kids dev ({u['n_utts']} clips, "

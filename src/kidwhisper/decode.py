@@ -38,9 +38,14 @@ class Decoded:
         return len(self.tokens)
 
 
-def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    with torch.autocast("cpu", enabled=False):  # the log-mel is float32 whatever the model's precision
-        feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype,
+             max_length: int | None = None) -> torch.Tensor:
+    """Log-mels [B, n_mels, T] of ``audios`` padded to 30 s (or cut to ``max_length`` samples), computed in
+    float32 whatever the decoding's precision, then moved to ``device`` and ``dtype``."""
+    extra = {} if max_length is None else {"max_length": max_length}
+    with torch.autocast("cpu", enabled=False):
+        feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                            **extra).input_features
     return feats.to(device=device, dtype=dtype)
 
 

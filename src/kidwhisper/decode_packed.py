@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import HOP_LENGTH, N_FRAMES, N_SAMPLES, SAMPLE_RATE
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, decode_batch, generate_from_encoder, transcribe_arrays
+from kidwhisper.decode import (
+    MAX_NEW_TOKENS,
+    Decoded,
+    decode_batch,
+    features,
+    generate_from_encoder,
+    transcribe_arrays,
+)
 from kidwhisper.train.clipwise import ENCODER_FRAMES, FRAMES_PER_SECOND
 
 log = logging.getLogger(__name__)
@@ -62,10 +69,7 @@ def clip_mels(processor, audios: list[np.ndarray], gap: float, device: torch.dev
     zeros after the clip), as far as a clip's encoder frames read them."""
     longest = max(len(a) for a in audios) + int(round(gap * SAMPLE_RATE)) + STEM_MARGIN
     length = min(N_SAMPLES, math.ceil(longest / (2 * HOP_LENGTH)) * 2 * HOP_LENGTH)  # an even number of frames
-    with torch.autocast("cpu", enabled=False):  # the log-mel is float32 whatever the model's precision
-        feats = processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, max_length=length,
-                                            return_tensors="pt").input_features
-    return feats.to(device=device, dtype=dtype)
+    return features(processor, audios, device, dtype, max_length=length)
 
 
 def stem(encoder, mels: torch.Tensor) -> torch.Tensor:

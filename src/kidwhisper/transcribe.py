@@ -242,15 +242,17 @@ class _Batcher:
     def flush(self) -> None:
         if not self.pending:
             return
-        if self.precision == "float32":
-            self._flush()
-            return
-        with precision_context(self.precision, next(self.net.parameters()).device):
-            self._flush()
-
-    def _flush(self) -> None:
         windows, audios = (list(x) for x in zip(*self.pending, strict=True))
         self.pending = []
+        precision = contextlib.nullcontext() if self.precision == "float32" else \
+            precision_context(self.precision, next(self.net.parameters()).device)
+        with precision:
+            states = self._decode(windows, audios)
+        if self.timestamps:  # outside the decoding's precision: the alignment's attention weights in float32
+            self._align(windows, audios, torch.stack(states).float())
+
+    def _decode(self, windows: list[_Window], audios: list[np.ndarray]) -> list[torch.Tensor | None]:
+        """Decode the windows (short ones packed with ``pack``); their encoder states when ``timestamps``."""
         packed = [i for i, (w, a) in enumerate(zip(windows, audios, strict=True))
                   if self.pack and w.start == 0 and len(a) <= PACK_SECONDS * SAMPLE_RATE]
         packed = packed if len(packed) > 1 else []
@@ -271,9 +273,7 @@ class _Batcher:
                                                        cache=self.silence)
             for i, d, e in zip(packed, decoded, encoded_packed, strict=True):
                 windows[i].decoded, states[i] = d, e
-        if self.timestamps:  # the alignment's attention weights in float32, whatever the decoding's precision
-            with torch.autocast(next(self.net.parameters()).device.type, enabled=False):
-                self._align(windows, audios, torch.stack(states).float())
+        return states
 
     def _align(self, windows: list[_Window], audios: list[np.ndarray], encoded: torch.Tensor) -> None:
         keep = [i for i, w in enumerate(windows) if w.decoded.tokens]
