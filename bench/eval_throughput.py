@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import resource
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 import torch
 
 from kidwhisper.audio import load_audio
-from kidwhisper.config import package_versions
+from kidwhisper.config import machine_info, package_versions
 from kidwhisper.data.manifest import audio_path, read_manifest, resolve_manifest_path
 from kidwhisper.evaluate import EvalConfig, evaluate
 from kidwhisper.metrics import HEADLINE, score_utterance, sum_counts
@@ -157,10 +156,9 @@ def main() -> None:
         r["rtf"] = round(r["decode_seconds"] / audio_seconds, 4)
         r["clips_per_second"] = round(len(clips) / r["decode_seconds"], 3)
     result = {"model": args.model, "adapter": args.adapter, "n_clips": len(clips), "audio_seconds": round(audio_seconds, 1),
-              "manifest": str(manifest), "torch_threads": torch.get_num_threads(), "cpu": platform.processor(),
-              "cpu_native_bf16": bf16,
+              "manifest": str(manifest), "torch_threads": torch.get_num_threads(),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              "versions": package_versions(), "command": " ".join(sys.argv), "results": rows}
+              "versions": package_versions(), "machine": machine_info(), "command": " ".join(sys.argv), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'system':<52}{'decode s':>9}{'RTF':>7}{'clips/s':>8}{'WER %':>7}{'halluc.':>8}{'their err':>10}"

@@ -185,7 +185,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.system:
         return child(args)
-    from kidwhisper.config import package_versions
+    from kidwhisper.config import machine_info, package_versions
     from kidwhisper.evaluate import EvalConfig, evaluate
     from kidwhisper.report import paired_eval_difference
 
@@ -213,7 +213,7 @@ def main() -> None:
     result = {"model": args.model, "strategy": "lora r=16", "epochs": args.epochs, "n_train_clips": args.n_train,
               "n_dev_clips": hf["n_dev_clips"], "hf_batch_size": args.batch_size,
               "kidwhisper_windows_per_step": args.windows_per_step, "lr": LR, "speedup_clips_per_s": speedup,
-              "versions": package_versions(), "command": " ".join(["python", *sys.argv]), "results": rows}
+              "versions": package_versions(), "machine": machine_info(), "command": " ".join(["python", *sys.argv]), "results": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'system':<18}{'clips/s':>9}{'speed-up':>9}{'steps':>7}{'peak RSS MB':>13}{'dev WER %':>11}"

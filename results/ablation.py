@@ -37,6 +37,7 @@ BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference
     "lora-specaug-strong": "lora-isolated-specaug",
     "lora-specaug-aug": "lora-isolated-specaug",
     "lora-r8-alpha128": "lora-isolated-specaug",
+    "lora-specaug-ls": "lora-isolated-specaug",
     "seed-recipe": "lora-isolated",
 }
 
@@ -75,6 +76,8 @@ def recipe(cfg: dict) -> str:
         parts.append(f"speed x{1 - cfg['speed_perturb']:g}-{1 + cfg['speed_perturb']:g}")
     if cfg.get("pitch_perturb"):
         parts.append(f"pitch +-{cfg['pitch_perturb']:g} st")
+    if cfg.get("label_smoothing"):
+        parts.append(f"label smoothing {cfg['label_smoothing']:g}")
     return ", ".join(parts)
 
 

@@ -52,3 +52,18 @@ def test_saved_config_round_trips(tmp_path):
         again = from_dict(TrainConfig, read_config_file(tmp_path / name))
         assert dataclasses.asdict(again) == dataclasses.asdict(cfg)
     assert yaml.safe_load((tmp_path / "c.yaml").read_text())["lr"] == cfg.lr == 1e-3  # resolved, not None
+
+
+def test_machine_info_names_the_cpu_and_its_bf16(monkeypatch):
+    import os
+
+    import torch
+
+    import kidwhisper.models.load as load
+    from kidwhisper.config import machine_info
+
+    m = machine_info()
+    assert m["cpu"] and m["cpu_count"] == os.cpu_count()
+    assert m["cpu_native_bf16"] == load.native_bf16(torch.device("cpu"))
+    monkeypatch.setattr(load, "native_bf16", lambda device: device.type == "cpu")
+    assert machine_info()["cpu_native_bf16"] is True

@@ -201,6 +201,16 @@ def test_language_is_checked_before_the_audio_and_the_model(tmp_path):
         transcribe(TranscribeConfig(model="whisper-tiny.en", language="xx"), [tmp_path / "missing.flac"])
 
 
+def test_fp16_on_a_cpu_is_refused_before_the_audio_the_model_and_the_output_dir(tmp_path):
+    from kidwhisper.config import ConfigError
+
+    subs = tmp_path / "subs"
+    with pytest.raises(ConfigError, match="--precision fp16 needs a GPU"):
+        transcribe(TranscribeConfig(model="whisper-tiny.en", precision="fp16", device="cpu", output_dir=str(subs)),
+                   [tmp_path / "missing.flac"])
+    assert not subs.exists()
+
+
 # ------------------------------------------------------------------------------ streaming (#14)
 def _speechlike(seconds: float, seed: int = 0) -> np.ndarray:
     """Noise bursts of 0.3-2 s with 0.1-0.6 s pauses: cut points depend on where the pauses fall."""

@@ -83,6 +83,26 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def machine_info() -> dict[str, Any]:
+    """The hardware a result was measured on (recorded beside timings): CPU model, logical cores, whether the
+    CPU runs bf16 natively (AVX512-BF16 / AMX), and the CUDA GPU if there is one."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    from kidwhisper.models.load import native_bf16
+
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "cpu_native_bf16": native_bf16(torch.device("cpu")),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
 from kidwhisper.config import ConfigError
-from kidwhisper.models.load import is_multilingual, native_bf16
+from kidwhisper.models.load import is_multilingual, native_bf16, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,13 @@ def resolve_precision(precision: str, device: torch.device, flag: str = "--preci
     if precision == "bf16" and not native_bf16(device):
         log.warning("%s bf16 on %s: not native here, emulated (slower than float32)", flag, device.type)
     return precision
+
+
+def check_device_precision(precision: str, device: str, flag: str = "--precision") -> None:
+    """The ConfigError :func:`resolve_precision` would raise for ``precision`` on ``device`` (a ``--device``
+    value), raised before a model loads or an output is started."""
+    if precision == "fp16":
+        resolve_precision(precision, resolve_device(device), flag)
 
 
 def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -44,7 +44,14 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
-from kidwhisper.config import ConfigError, OutputError, package_versions, read_config_file, save_config
+from kidwhisper.config import (
+    ConfigError,
+    OutputError,
+    machine_info,
+    package_versions,
+    read_config_file,
+    save_config,
+)
 from kidwhisper.data.manifest import (
     REASON_EMPTY_AUDIO,
     REASON_UNREADABLE_AUDIO,
@@ -58,6 +65,7 @@ from kidwhisper.data.manifest import (
 from kidwhisper.decode import (
     MAX_NEW_TOKENS,
     Decoded,
+    check_device_precision,
     check_precision,
     decode_batch,
     precision_context,
@@ -150,6 +158,8 @@ def evaluate(config: EvalConfig, resume: bool = False) -> dict:
     """
     out = check_output_dir(config.out, "--out")
     check_language(config.model, config.language)
+    if config.backend == "torch":
+        check_device_precision(config.precision, config.device)
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
     manifest = resolve_data(config.data, out, config.progress)
@@ -192,6 +202,7 @@ def evaluate(config: EvalConfig, resume: bool = False) -> dict:
         "device": run.device,
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(),
+        "machine": machine_info(),
         "wall_seconds": round(run.wall, 2),  # decoding in this call (earlier calls' clips not included)
         "audio_seconds_decoded": round(audio_seconds, 2),
         "rtf": round(run.wall / run.audio_seconds, 4) if run.audio_seconds else None,

@@ -57,6 +57,7 @@ from kidwhisper.config import ConfigError, save_config
 from kidwhisper.decode import (
     MAX_NEW_TOKENS,
     Decoded,
+    check_device_precision,
     check_precision,
     decode_batch,
     precision_context,
@@ -328,6 +329,7 @@ def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str |
     if not paths:
         raise ConfigError("no audio files given; pass one or more AUDIO paths")
     check_language(c.model, c.language)  # from the model's generation config, before audio and weights load
+    check_device_precision(c.precision, c.device)
     targets = output_paths(paths, c.output_dir, c.format) if c.output_dir is not None else None
     durations = check_files(paths)
     if c.output_dir is not None:

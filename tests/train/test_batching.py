@@ -200,6 +200,13 @@ def test_loss_equals_hand_computed_cross_entropy(tiny_model_dir, processor):
         # and Hugging Face's own convention (labels shifted right after <|startoftranscript|>) agrees
         hf = model(input_features=batch["input_features"], labels=batch["targets"]).loss.item()
         assert loss == pytest.approx(hf, rel=1e-5)
+        # label smoothing e: (1 - e) * -log p(target) + e * mean over the vocabulary of -log p(token)
+        e = 0.1
+        uniform = [-logp[b, t].mean().item() for b in range(2) for t in range(logits.shape[1])
+                   if batch["targets"][b, t] != IGNORE_INDEX]
+        smoothed = token_loss(logits, batch["targets"], label_smoothing=e).item()
+        expected = sum((1 - e) * a + e * u for a, u in zip(terms, uniform, strict=True)) / len(terms)
+        assert smoothed == pytest.approx(expected, rel=1e-5) and smoothed != pytest.approx(loss, rel=1e-3)
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch():

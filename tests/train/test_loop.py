@@ -60,6 +60,9 @@ def test_config_validation_names_the_flags():
         TrainConfig(**base, pack_mode="window")
     with pytest.raises(ConfigError, match="`--device`"):
         TrainConfig(**base, device="tpu")
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=r"`--label-smoothing` must be in \[0, 1\)"):
+            TrainConfig(**base, label_smoothing=bad)
     assert TrainConfig(**base).lr == 1e-3 and TrainConfig(**base, strategy="lora-decoder").lr == 1e-3
     assert TrainConfig(**base, strategy="full").lr == 1e-5 and TrainConfig(**base, strategy="decoder", lr=3e-5).lr == 3e-5
     assert TrainConfig(**base).warmup(100) == 10 and TrainConfig(**base, warmup_steps=7).warmup(100) == 7
@@ -102,6 +105,17 @@ def test_dev_wer_aggregates_and_skips_empty_references(monkeypatch, tmp_path, ca
 
 
 # ---------------------------------------------------------------------------------------- end to end
+def test_label_smoothing_reaches_the_training_loss(make_config):
+    """The first step's loss (same weights, same window) is the smoothed cross-entropy only when asked."""
+    def first_loss(name, **kw):
+        config = make_config(name, max_steps=1, eval_every=10, **kw)
+        train(config)
+        return json.loads((Path(config.out) / "log.jsonl").read_text().splitlines()[0])["loss"]
+
+    plain, smoothed = first_loss("plain"), first_loss("smoothed", label_smoothing=0.1)
+    assert plain == first_loss("plain-again") and smoothed != plain
+
+
 def test_lora_run_writes_the_run_dir(make_config):
     from kidwhisper.models.load import load_model
 
@@ -212,6 +226,33 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(make_config, monkeyp
     assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
     with pytest.raises(ConfigError, match="differ from"):
         train(make_config("killed", **{**opts, "seed": 1}), resume=True)
+
+
+def test_a_resume_that_resolves_another_precision_says_so(make_config, monkeypatch, caplog):
+    """--mixed-precision auto trained in bf16 on one machine, resumed on one without native bf16: the run
+    continues in float32 and warns that it will not end like an uninterrupted run."""
+    import kidwhisper.train.runtime as runtime
+
+    config = make_config("moved", mixed_precision="auto", max_steps=2, eval_every=2, save_every=1, patience=None)
+    step = Trainer._step
+
+    def die_at_step_2(self, micro_batches, shards):
+        if self.state.global_step == 1:
+            raise Killed
+        return step(self, micro_batches, shards)
+
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: True)
+    monkeypatch.setattr(Trainer, "_step", die_at_step_2)
+    with pytest.raises(Killed):
+        train(config)
+    last = Path(config.out) / "checkpoints" / "last"
+    assert json.loads((last / "trainer_state.json").read_text())["mixed_precision"] == "bf16"
+    monkeypatch.setattr(runtime, "cpu_bf16_supported", lambda: False)
+    monkeypatch.setattr(Trainer, "_step", step)
+    with caplog.at_level("WARNING"):
+        summary = train(config, resume=True)
+    assert "trained in bf16 until step 1 and continues in float32" in caplog.text
+    assert summary["mixed_precision"] == "no" and summary["steps"] == 2
 
 
 def _step_of(checkpoint: Path) -> int:

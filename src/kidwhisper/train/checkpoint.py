@@ -89,9 +89,13 @@ class TrainerState:
     stopped_early: bool = False  # patience ran out
     world_size: int  # processes the run trains with; a resume must use as many
     windows_fingerprint: str  # hash of the planned training windows; a resume must plan the same
+    mixed_precision: str | None = None  # what the steps so far ran in (no, bf16, fp16); None: not recorded
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["mixed_precision"] is None:  # a state from before it was recorded is written back as it was read
+            del d["mixed_precision"]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainerState:

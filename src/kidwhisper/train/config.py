@@ -123,6 +123,7 @@ class TrainConfig:
     warmup_ratio: float | None = None  # share of the steps spent warming up; None = 0.1 unless warmup_steps
     warmup_steps: int | None = None  # linear warmup steps (wins over warmup_ratio)
     max_grad_norm: float = 1.0  # gradient clipping
+    label_smoothing: float = 0.0  # share of each target token's probability spread over the vocabulary (0 = plain cross-entropy)
     seed: int = 0  # data order, packing, dropout, augmentation and dev subset
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto = bf16 where native; no = float32
@@ -185,6 +186,8 @@ class TrainConfig:
             raise ConfigError(f"`--lr` must be > 0; got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"`--weight-decay` must be >= 0; got {self.weight_decay}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"`--label-smoothing` must be in [0, 1); got {self.label_smoothing}")
         if not self.max_grad_norm > 0:
             raise ConfigError(f"`--max-grad-norm` must be > 0; got {self.max_grad_norm}")
         if not 1.0 <= self.pack_seconds <= MAX_WINDOW_SECONDS:

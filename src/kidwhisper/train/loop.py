@@ -7,7 +7,8 @@ decay, gradient accumulation and clipping, a fixed seed, and model selection by 
 decodes while the others wait), with early stopping after ``patience`` evaluations without improvement.
 
 The loss is the mean token cross-entropy of ``targets = labels[1:]`` given ``decoder_input_ids =
-labels[:-1]`` (:mod:`kidwhisper.train.batching`), computed here from the logits. Frozen-encoder strategies
+labels[:-1]`` (:mod:`kidwhisper.train.batching`), computed here from the logits (with ``label_smoothing``
+when set; the logged loss is then the smoothed one). Frozen-encoder strategies
 (``decoder``, ``lora-decoder``) compute each window's encoder output once and reuse it every epoch
 (unless SpecAugment is on, which changes the encoder input every time), for as many windows as fit in
 :data:`ENCODER_CACHE_BYTES`; the others are recomputed each time.
@@ -62,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kidwhisper.config import ConfigError, package_versions, save_config
+from kidwhisper.config import ConfigError, machine_info, package_versions, save_config
 from kidwhisper.data.manifest import (
     AudioFiles,
     load_usable_audios,
@@ -131,9 +132,15 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
 ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
 
 
-def token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the target tokens that are not IGNORE_INDEX."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+def token_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens that are not IGNORE_INDEX; with ``label_smoothing`` e the
+    target distribution puts 1 - e on the label and spreads e evenly over the vocabulary."""
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX,
+                           label_smoothing=label_smoothing)
+
+
+def _precision_name(mixed_precision: str) -> str:
+    return "float32" if mixed_precision == "no" else mixed_precision
 
 
 def base_model(model):
@@ -275,7 +282,8 @@ class Trainer:
         self.save_every = c.save_every or self.eval_every
         self.fingerprint = hash_windows(self.windows)
 
-        self.state = ckpt_io.TrainerState(world_size=self.world, windows_fingerprint=self.fingerprint)
+        self.state = ckpt_io.TrainerState(world_size=self.world, windows_fingerprint=self.fingerprint,
+                                          mixed_precision=acc.mixed_precision)
         ckpt = self.ckpt
         if ckpt is not None:
             self._load_weights(model, ckpt)
@@ -321,6 +329,13 @@ class Trainer:
         if state.windows_fingerprint != self.fingerprint:
             raise ConfigError("--resume: the training windows differ from the checkpoint's (manifest, tokenizer "
                               "or packing options changed); resume with the same --train and options")
+        if state.mixed_precision not in (None, self.acc.mixed_precision):
+            self.log.warning("--resume: the run trained in %s until step %d and continues in %s here "
+                             "(--mixed-precision %s resolves differently on this hardware), so it will not end "
+                             "exactly like an uninterrupted run", _precision_name(state.mixed_precision),
+                             state.global_step, _precision_name(self.acc.mixed_precision),
+                             self.config.mixed_precision)
+        state.mixed_precision = self.acc.mixed_precision
         self.state = state
         ckpt_io.set_rng_state(ckpt.rng)
         if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
@@ -370,7 +385,7 @@ class Trainer:
         if "decoder_position_ids" in batch:
             kwargs["decoder_position_ids"] = batch["decoder_position_ids"].to(device)
         out = self.model(**kwargs)
-        return token_loss(out.logits, batch["targets"].to(device))
+        return token_loss(out.logits, batch["targets"].to(device), self.config.label_smoothing)
 
     def _pack_hooks(self, batch: dict) -> contextlib.ExitStack:
         """The attention masks and encoder positions of clip-wise / isolated packing
@@ -611,7 +626,7 @@ class Trainer:
             "encoder_outputs_cached": self.cache_encoder, "device": str(self.acc.device),
             "world_size": self.world, "mixed_precision": self.acc.mixed_precision,
             "torch_threads": torch.get_num_threads(), **peak_memory_mb(), "resumed": self.resume,
-            **self.hashes, "versions": package_versions(),
+            **self.hashes, "versions": package_versions(), "machine": machine_info(),
         }
 
 
