@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
 
+def machine(r: dict) -> str:
+    """" Machine: ...", from the ``machine`` record newer results carry (kidwhisper.config.machine_info)."""
+    m = r.get("machine")
+    if not m:
+        return ""
+    bf16 = "native bf16" if m["cpu_native_bf16"] else "no native bf16, so float32 where the default is auto"
+    return f" Machine: {m['cpu']}, {m['cpu_count']} logical cores, {bf16}{', ' + m['cuda'] if m.get('cuda') else ''}."
+
+
 def eval_table(r: dict, name: str = "eval_throughput.json") -> str:
     first = r["results"][0]
     model = f"{r['model']} + `{r['adapter']}`" if r.get("adapter") else r["model"]
@@ -24,7 +33,7 @@ def eval_table(r: dict, name: str = "eval_throughput.json") -> str:
         f"Evaluation: `{r['command']}` (`bench/results/{name}`): {model}, {r['n_clips']} "
         f"kids-test clips, {r['audio_seconds']} s of audio, {r['torch_threads']} CPU threads, English, greedy. "
         f"*Clean WER* is the WER on the {first['n_clips_no_system_hallucinated']} clips on which no system "
-        f"hallucinated; *same text* counts normalized transcripts equal to the first row's.",
+        f"hallucinated; *same text* counts normalized transcripts equal to the first row's.{machine(r)}",
         "",
         "| system | decode s | RTF | clips/s | WER % | hallucinations | their errors | clean WER % | same text |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -87,7 +96,7 @@ def prepare_table(p: dict, name: str = "scale.json") -> str:
 # packing and precision (``row["pack"]``) trained, in today's option names.
 EARLIER_DEFAULTS = {
     "train_throughput.json": "Its `kidwhisper` row ran the defaults before `mixed_precision` became `auto`: "
-                             "`pack_mode=isolated`, 25 s windows, float32; today's default on this CPU "
+                             "`pack_mode=isolated`, 25 s windows, float32; today's default on the CPU it ran on "
                              "(native bf16) is the `kidwhisper-bf16` row. ",
     "train_throughput_full.json": "Measured before pack modes existed: its kidwhisper rows are today's "
                                   "`pack_mode=joined` (one joined transcript per window), in 30 s windows "
@@ -104,7 +113,8 @@ def train_table(r: dict, name: str) -> str:
         f"{r['hf_batch_size']} clips (one per 30 s window); kidwhisper on {r['kidwhisper_windows_per_step']} "
         f"packed window(s) per step{pack_options(r)}. *Guarded* cuts runaway hypotheses to a duration budget; *1st word* is the "
         f"share of clips whose first word is wrong; *minus plain* is the row's dev WER minus the plain recipe's "
-        f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference).",
+        f"on the same clips, with a paired speaker-bootstrap 95 % CI (a CI holding 0 shows no difference)."
+        f"{machine(r)}",
         "",
         "| system | options | windows/epoch | clips/s | speed-up | steps | peak RSS MB | dev WER % (95 % CI) "
         "| minus plain, points (95 % CI) | guarded % | hallucinations | 1st word % |",
@@ -130,7 +140,7 @@ def pack_options(r: dict) -> str:
     if not rows:
         return ""
     text = "; ".join(f"{row['system']}: {row['pack']['mode']}, {row['pack']['seconds']:g} s windows, "
-                     f"{row['pack']['precision']}" for row in rows)
+                     f"{'float32' if row['pack']['precision'] == 'no' else row['pack']['precision']}" for row in rows)
     return f" ({text})"
 
 
