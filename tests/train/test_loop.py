@@ -58,6 +58,8 @@ def test_config_validation_names_the_flags():
         TrainConfig(**base, pack_single=1.5)
     with pytest.raises(ConfigError, match="`--pack-mode` must be one of isolated, clips, joined"):
         TrainConfig(**base, pack_mode="window")
+    with pytest.raises(ConfigError, match="`--average-best` must be >= 2"):
+        TrainConfig(**base, average_best=1)
     with pytest.raises(ConfigError, match="`--device`"):
         TrainConfig(**base, device="tpu")
     for bad in (-0.1, 1.0):
@@ -411,6 +413,96 @@ def test_best_checkpoint_is_the_lowest_dev_wer_and_patience_stops(make_config, m
     for k, v in adapter.items():
         assert torch.equal(v, seen[2][k])  # the best weights, not the last
         assert not torch.equal(seen[2][k], seen[4][k]) or "lora_A" in k
+
+
+def _adapter(run_dir: Path, sub: str) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / sub / "adapter_model.safetensors"))
+
+
+@pytest.mark.parametrize("average_wer, kept", [(0.3, True), (0.45, False)])
+def test_average_best_scores_the_mean_of_the_n_best_and_keeps_the_lower(make_config, monkeypatch, average_wer,
+                                                                         kept):
+    """--average-best 2: the weights of the two lowest dev WERs (steps 2 and 3) are averaged and scored;
+    RUN_DIR/adapter holds the average only when it scores lower, and both candidates stay on disk."""
+    scripted = iter([0.9, 0.4, 0.5, 0.7, average_wer])
+    seen = {}
+
+    def fake_dev(model, processor, audios, refs, config):
+        seen[len(seen) + 1] = {k.replace(".default", ""): v.clone() for k, v in trainable_state_dict(model).items()}
+        return next(scripted), 0
+
+    monkeypatch.setattr(loop, "evaluate_dev", fake_dev)
+    config = make_config(max_steps=4, eval_every=1, patience=None, average_best=2)
+    summary = train(config)
+    out = Path(config.out)
+    assert summary["average"] == {"steps": [2, 3], "dev_wer": average_wer, "dev_truncated": 0, "kept": kept,
+                                  "best_checkpoint_dev_wer": 0.4, "best_checkpoint_step": 2}
+    assert summary["best_dev_wer"] == min(average_wer, 0.4) and summary["best_step"] == 2
+    assert len(seen) == 5
+    for k in seen[5]:  # the fifth evaluation decoded the mean of the weights at steps 2 and 3
+        torch.testing.assert_close(seen[5][k], (seen[2][k] + seen[3][k]) / 2)
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["step-0000002.safetensors",
+                                                                   "step-0000003.safetensors"]
+    expected = {"average": seen[5], "best-checkpoint": seen[2], "adapter": seen[5] if kept else seen[2]}
+    for sub, weights in expected.items():
+        saved = _adapter(out, sub)
+        assert saved.keys() == weights.keys()
+        for k, v in saved.items():
+            assert torch.equal(v, weights[k]), (sub, k)
+    meta = json.loads((out / "average" / "kidwhisper_adapter.json").read_text())
+    assert meta["averaged_steps"] == [2, 3] and meta["dev_wer"] == average_wer
+    assert (out / "average" / "README.md").exists()
+
+
+def test_average_best_resumes_after_a_kill_between_a_snapshot_and_its_checkpoint(make_config, monkeypatch):
+    """Killed after step 3's evaluation (0.3, among the two best) and snapshot but before its checkpoint, the
+    run resumes from step 2 and step 3 now scores 0.8 (as on other hardware): the two best are steps 1 and 2,
+    whose weights must still be on disk, and the leftover step-3 snapshot must not be averaged."""
+    scripted = iter([0.5, 0.4, 0.3,  # the killed run
+                     0.8, 0.6, 0.35])  # resumed: steps 3 and 4, then the average
+    seen = []
+
+    def fake_dev(model, processor, audios, refs, config):
+        seen.append({k.replace(".default", ""): v.clone() for k, v in trainable_state_dict(model).items()})
+        return next(scripted), 0
+
+    monkeypatch.setattr(loop, "evaluate_dev", fake_dev)
+    config = make_config(max_steps=4, eval_every=1, patience=None, average_best=2)
+    save = Trainer.save_checkpoint
+
+    def die_before_checkpoint_3(self):
+        if self.state.global_step == 3:
+            assert loop.snapshot_path(self.out, 3).exists()
+            raise Killed
+        save(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", die_before_checkpoint_3)
+    with pytest.raises(Killed):
+        train(config)
+    monkeypatch.setattr(Trainer, "save_checkpoint", save)
+    summary = train(config, resume=True)
+    assert [e["dev_wer"] for e in summary["evals"]] == [0.5, 0.4, 0.8, 0.6]
+    assert summary["average"]["steps"] == [1, 2] and summary["average"]["kept"]
+    for k, v in seen[-1].items():  # the average of the weights evaluated at steps 1 and 2
+        torch.testing.assert_close(v, (seen[0][k] + seen[1][k]) / 2)
+    assert sorted(p.name for p in (Path(config.out) / "snapshots").iterdir()) == \
+        [loop.snapshot_path(".", st).name for st in (1, 2)]
+
+
+def test_n_best_steps_and_average_weights(tmp_path):
+    from safetensors.torch import save_file
+
+    evals = [{"step": 1, "dev_wer": 0.5}, {"step": 2, "dev_wer": 0.3}, {"step": 3, "dev_wer": 0.5},
+             {"step": 4, "dev_wer": 0.2}]
+    assert loop.n_best_steps(evals, 3) == [1, 2, 4]  # the tie at 0.5 goes to the earlier step
+    save_file({"w": torch.tensor([1.0, 2.0]), "h": torch.tensor([1.0], dtype=torch.float16)}, tmp_path / "a")
+    save_file({"w": torch.tensor([3.0, 6.0]), "h": torch.tensor([2.0], dtype=torch.float16)}, tmp_path / "b")
+    avg = loop.average_weights([tmp_path / "a", tmp_path / "b"])
+    assert torch.equal(avg["w"], torch.tensor([2.0, 4.0])) and avg["h"].dtype == torch.float16
+    assert float(avg["h"]) == 1.5
+    save_file({"w": torch.tensor([1.0, 2.0])}, tmp_path / "c")
+    with pytest.raises(ConfigError, match="holds other parameters than"):
+        loop.average_weights([tmp_path / "a", tmp_path / "c"])
 
 
 @pytest.mark.parametrize("eval_precision, expected", [(None, torch.float32), ("bf16", torch.bfloat16)])

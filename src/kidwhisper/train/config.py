@@ -105,7 +105,12 @@ class TrainConfig:
     ``pitch_perturb``) changes every training clip before packing, seeded by (seed, epoch, clip)
     (:mod:`kidwhisper.train.augment`); dev audio is never augmented. ``report_to`` ``tensorboard`` logs training
     loss, learning rate and dev WER through accelerate's tracker to ``RUN_DIR/tensorboard/`` (``tensorboard
-    --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra).
+    --logdir RUN_DIR/tensorboard``; needs the ``tensorboard`` extra). ``average_best`` N keeps the trained
+    weights of the N evaluations with the lowest dev WER so far (``RUN_DIR/snapshots/``) and, when training
+    ends, scores their element-wise mean on dev (n-best checkpoint averaging, as ESPnet does; for LoRA the A
+    and B matrices are averaged separately); the lower of the two dev WERs decides which weights
+    ``RUN_DIR/adapter`` (or ``model``) holds, and both stay in ``RUN_DIR/average/`` and
+    ``RUN_DIR/best-checkpoint/``.
     """
 
     model: str  # built-in name, HF directory or Hub id (see `kidwhisper models`)
@@ -146,6 +151,7 @@ class TrainConfig:
     eval_pack: bool = False  # decode the dev clips of a batch in one encoder pass (kidwhisper.decode_packed)
     eval_precision: Literal["float32", "bf16", "fp16", "auto"] | None = None  # dev decoding's matrix products, as evaluate --precision (unset: the training's precision on a GPU, float32 on a CPU)
     patience: int | None = 3  # evaluations without a dev-WER improvement before stopping; None = never stop early
+    average_best: int | None = None  # at the end, average the weights of the N evaluations with the lowest dev WER, keep the average if its dev WER is lower; None = off
     dev_max_clips: int | None = None  # decode only a seeded random subset of the dev set (faster evaluations)
     language: str = "en"  # the language trained on and forced when decoding dev
     num_workers: int | None = None  # clip-reading DataLoader processes; None = 0 on CPU, up to 4 per process on a GPU
@@ -170,6 +176,9 @@ class TrainConfig:
         for name in ("max_steps", "eval_every", "save_every", "dev_max_clips"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"`--{name.replace('_', '-')}` must be >= 1 (or unset); got {getattr(self, name)}")
+        if self.average_best is not None and self.average_best < 2:
+            raise ConfigError(f"`--average-best` must be >= 2 (evaluations averaged; unset = no averaging); "
+                              f"got {self.average_best}")
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"`--patience` must be >= 1 (or unset to never stop early); got {self.patience}")
         if self.warmup_ratio is not None and self.warmup_steps is not None:

@@ -30,6 +30,11 @@ Run directory::
                                    patience), checksums.sha256; replaced atomically, read by ``resume=True``
     RUN_DIR/checkpoints/previous/  the checkpoint before it, the fallback when ``last`` is damaged
                                    (:mod:`kidwhisper.train.checkpoint`)
+    RUN_DIR/snapshots/             with ``average_best`` N: step-<S>.safetensors, the trained weights of the N
+                                   evaluations with the lowest dev WER so far
+    RUN_DIR/average/               with ``average_best``: their element-wise mean (adapter or model form), and
+    RUN_DIR/best-checkpoint/       the best single evaluation's weights; ``adapter``/``model`` holds the one
+                                   of the two with the lower dev WER
     RUN_DIR/log.jsonl              one line per optimizer step (step, epoch, loss, lr, elapsed_s[, dev_wer])
     RUN_DIR/learning_curve.png     training loss and dev WER against step
     RUN_DIR/summary.json           parameters, best dev WER and step, timing, throughput, peak memory,
@@ -77,6 +82,7 @@ from kidwhisper.decode import is_multilingual, precision_context, resolve_precis
 from kidwhisper.decode_packed import transcribe_packed
 from kidwhisper.files import (
     append_text,
+    atomic_write_bytes,
     atomic_write_text,
     check_output_dir,
     replacing_dir,
@@ -127,6 +133,40 @@ def evaluate_dev(model, processor, audios: list[np.ndarray], refs: list[str],
     truncated = sum(d.truncated for d in decoded)
     log.info("dev WER %.2f %% (%d of %d clips hit the token bound)", 100 * wer, truncated, len(decoded))
     return wer, truncated
+
+
+SNAPSHOTS = "snapshots"  # RUN_DIR/snapshots/step-<S>.safetensors (average_best)
+AVERAGE_DIR = "average"  # RUN_DIR/average: the averaged weights
+BEST_CHECKPOINT_DIR = "best-checkpoint"  # RUN_DIR/best-checkpoint: the best single evaluation's weights
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / SNAPSHOTS / f"step-{step:07d}.safetensors"
+
+
+def n_best_steps(evals: list[dict], n: int) -> list[int]:
+    """Steps of the ``n`` evaluations (``{"step", "dev_wer"}``) with the lowest dev WER, the earlier step
+    first among ties, in step order."""
+    ranked = sorted(evals, key=lambda e: (e["dev_wer"], e["step"]))[:n]
+    return sorted(e["step"] for e in ranked)
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the safetensors state dicts in ``paths`` (summed in float32, returned in each
+    tensor's own dtype); ConfigError naming the file whose parameters differ from the first one's."""
+    from safetensors.torch import load_file
+
+    total: dict[str, torch.Tensor] = {}
+    dtypes: dict[str, torch.dtype] = {}
+    for path in paths:
+        weights = load_file(str(path))
+        if total and set(weights) != set(total):
+            raise ConfigError(f"{path} holds other parameters than {paths[0]}; remove {path.parent} to train "
+                              f"again without it")
+        for name, t in weights.items():
+            dtypes.setdefault(name, t.dtype)
+            total[name] = total[name] + t.float() if name in total else t.float()
+    return {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}
 
 
 ENCODER_CACHE_BYTES = 2**30  # frozen-encoder strategies keep at most 1 GiB of encoder outputs in memory
@@ -301,7 +341,8 @@ class Trainer:
             self._load_state(ckpt)
             self.ckpt = None  # the parsed state dicts are not needed any more
             if acc.is_main_process:
-                restore_dir(self.out / ("adapter" if c.is_lora else "model"))
+                for name in (self.weights_name, AVERAGE_DIR, BEST_CHECKPOINT_DIR):
+                    restore_dir(self.out / name)
         elif acc.is_main_process:
             with writing(self.out):
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -338,8 +379,9 @@ class Trainer:
         state.mixed_precision = self.acc.mixed_precision
         self.state = state
         ckpt_io.set_rng_state(ckpt.rng)
-        if self.acc.is_main_process:  # drop steps logged after the checkpoint by the killed run
+        if self.acc.is_main_process:  # drop steps logged and weights kept after the checkpoint by the killed run
             ckpt_io.trim_log(self.out / "log.jsonl", state.global_step)
+            self._prune_snapshots()
         self.log.info("resuming %s from %s: step %d (epoch %d, step %d of it)", self.out, ckpt.path.name,
                       state.global_step, state.epoch, state.step_in_epoch)
 
@@ -502,6 +544,8 @@ class Trainer:
                     s.train_s = train0 + t_train
                     s.elapsed_s = elapsed0 + time.perf_counter() - t_start
                     self.save_checkpoint()
+                    if acc.is_main_process:
+                        self._prune_snapshots()
                 if step >= self.total_steps or s.stopped_early:
                     break
             epoch += 1
@@ -509,8 +553,9 @@ class Trainer:
         if c.report_to != "none":
             acc.end_training()  # flushes and closes the trackers' files
         s.train_s = train0 + t_train
+        average = self._average() if c.average_best else None
         s.elapsed_s = elapsed0 + time.perf_counter() - t_start
-        summary = self._summary()
+        summary = self._summary(average)
         if acc.is_main_process:
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
             self._plot_learning_curve()
@@ -541,6 +586,8 @@ class Trainer:
     def _after_eval(self, step: int, wer: float) -> float:
         s = self.state
         s.evals.append({"step": step, "dev_wer": wer})
+        if self.config.average_best and step in n_best_steps(s.evals, self.config.average_best):
+            self._save_snapshot(step)
         if s.best_wer is None or wer < s.best_wer:
             s.best_wer, s.best_step, s.bad_evals = wer, step, 0
             self.save_best()
@@ -553,35 +600,98 @@ class Trainer:
         return wer
 
     # ------------------------------------------------------------------------------------------ saving
+    @property
+    def weights_name(self) -> str:
+        """The kept weights' directory in RUN_DIR: ``adapter`` (LoRA strategies) or ``model``."""
+        return "adapter" if self.config.is_lora else "model"
+
     def save_best(self) -> None:
         """Write the current weights as RUN_DIR/adapter (LoRA) or RUN_DIR/model, atomically."""
         if self.acc.is_main_process:
-            model = self.acc.unwrap_model(self.model)
-            final = self.out / ("adapter" if self.config.is_lora else "model")
-            with replacing_dir(final) as tmp:
-                if self.config.is_lora:
-                    model.save_pretrained(str(tmp), safe_serialization=True)
-                    meta = {"base_model": self.config.model, "strategy": self.config.strategy,
-                            "step": self.state.global_step, "dev_wer": self.state.best_wer}
-                    atomic_write_text(tmp / "kidwhisper_adapter.json", json.dumps(meta, indent=2) + "\n")
-                else:
-                    gen = model.generation_config
-                    if self.multilingual:
-                        gen.language, gen.task = self.config.language, "transcribe"
-                    model.save_pretrained(str(tmp), safe_serialization=True)
-                    self.processor.save_pretrained(str(tmp))
-                self._write_card(tmp, final)
+            self._save_weights(self.out / self.weights_name, self.state.best_wer, self.state.best_step)
         self.acc.wait_for_everyone()
 
-    def _write_card(self, tmp: Path, final: Path) -> None:
-        """A first model card for ``final`` (recipe, parameters, dev WER) into ``tmp``, the directory that
-        becomes it; ``kidwhisper compare`` adds the test results."""
+    def _save_weights(self, final: Path, dev_wer: float, step: int, extra: dict | None = None) -> None:
+        """Write the model's current weights to directory ``final`` atomically: a PEFT adapter (with
+        kidwhisper_adapter.json: base model, strategy, step, dev WER and ``extra``) or a whole model with its
+        processor and language; and a first model card (recipe, parameters, ``dev_wer``); ``kidwhisper
+        compare`` adds the test results to the card."""
         from kidwhisper.report.model_card import model_card, write_model_card
 
-        summary = {"trainable_params": self.counts.trainable, "total_params": self.counts.total,
-                   "best_dev_wer": self.state.best_wer, "best_step": self.state.best_step,
-                   "n_train_clips": self.n_clips}
-        write_model_card(tmp, model_card(final, asdict(self.config), summary))
+        model = self.acc.unwrap_model(self.model)
+        with replacing_dir(final) as tmp:
+            if self.config.is_lora:
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                meta = {"base_model": self.config.model, "strategy": self.config.strategy, "step": step,
+                        "dev_wer": dev_wer, **(extra or {})}
+                atomic_write_text(tmp / "kidwhisper_adapter.json", json.dumps(meta, indent=2) + "\n")
+            else:
+                gen = model.generation_config
+                if self.multilingual:
+                    gen.language, gen.task = self.config.language, "transcribe"
+                model.save_pretrained(str(tmp), safe_serialization=True)
+                self.processor.save_pretrained(str(tmp))
+            summary = {"trainable_params": self.counts.trainable, "total_params": self.counts.total,
+                       "best_dev_wer": dev_wer, "best_step": step, "n_train_clips": self.n_clips}
+            write_model_card(tmp, model_card(final, asdict(self.config), summary))
+
+    # ------------------------------------------------------------------------------- checkpoint averaging
+    def _save_snapshot(self, step: int) -> None:
+        """RUN_DIR/snapshots/step-<step>.safetensors: the trained weights now (main process, atomic)."""
+        if self.acc.is_main_process:
+            from safetensors.torch import save
+
+            weights = {n: t.to("cpu").contiguous() for n, t in
+                       trainable_state_dict(self.acc.unwrap_model(self.model)).items()}
+            atomic_write_bytes(snapshot_path(self.out, step), save(weights), fsync=False)
+
+    def _prune_snapshots(self) -> None:
+        """Remove the snapshots (and temp files) of steps that are not among the ``average_best`` best
+        evaluations of the state: after a checkpoint is saved, so a kill never leaves the checkpoint's n best
+        without their weights, and on resume, where it also drops those written after the checkpoint."""
+        folder = self.out / SNAPSHOTS
+        if not folder.is_dir():
+            return
+        keep = {snapshot_path(self.out, st).name for st in n_best_steps(self.state.evals, self.config.average_best)}
+        for path in folder.iterdir():
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def _average(self) -> dict | None:
+        """Score the element-wise mean of the ``average_best`` best evaluations' weights on dev; write it to
+        RUN_DIR/average, the best single evaluation's weights to RUN_DIR/best-checkpoint, and the average to
+        RUN_DIR/adapter (or model) too when its dev WER is lower. Returns what happened (None: fewer than two
+        evaluations to average). Run again after a kill, it ends the same way."""
+        c, s = self.config, self.state
+        steps = [st for st in n_best_steps(s.evals, c.average_best) if snapshot_path(self.out, st).exists()]
+        if len(steps) < 2:
+            self.log.warning("checkpoint averaging skipped: %d evaluation(s) with saved weights, 2 needed",
+                             len(steps))
+            return None
+        final, single = self.out / self.weights_name, self.out / BEST_CHECKPOINT_DIR
+        if self.acc.is_main_process:
+            if not single.exists():  # a rerun after a kill may find final already replaced by the average
+                with replacing_dir(single) as tmp:
+                    shutil.copytree(final, tmp, dirs_exist_ok=True)
+            averaged = average_weights([snapshot_path(self.out, st) for st in steps])
+            params = dict(trainable_state_dict(self.acc.unwrap_model(self.model)))
+            with torch.no_grad():
+                for name, p in params.items():
+                    p.copy_(averaged[name])
+        self.acc.wait_for_everyone()
+        wer, truncated = self._evaluate()
+        kept = wer < s.best_wer
+        if self.acc.is_main_process:
+            extra = {"averaged_steps": steps}
+            self._save_weights(self.out / AVERAGE_DIR, wer, s.global_step, extra)
+            if kept:
+                self._save_weights(final, wer, s.global_step, extra)
+        self.acc.wait_for_everyone()
+        self.log.info("average of the weights at steps %s: dev WER %.2f %% against %.2f %% at step %d, the best "
+                      "evaluation; %s kept in %s", steps, 100 * wer, 100 * s.best_wer, s.best_step,
+                      "the average" if kept else "the best evaluation's weights", final)
+        return {"steps": steps, "dev_wer": wer, "dev_truncated": truncated, "kept": kept,
+                "best_checkpoint_dev_wer": s.best_wer, "best_checkpoint_step": s.best_step}
 
     def save_checkpoint(self) -> None:
         """Write RUN_DIR/checkpoints/last (the old one becomes previous); see kidwhisper.train.checkpoint."""
@@ -602,15 +712,18 @@ class Trainer:
                 ckpt_io.finish(tmp, self.state)
         self.acc.wait_for_everyone()
 
-    def _summary(self) -> dict:
+    def _summary(self, average: dict | None = None) -> dict:
+        """summary.json; ``best_dev_wer`` is the dev WER of the kept weights (the average's when it won)."""
         c, s = self.config, self.state
+        best_wer = average["dev_wer"] if average and average["kept"] else s.best_wer
         train_s = max(s.train_s, 1e-9)
         return {
             "model": c.model, "strategy": c.strategy, "out": str(self.out),
             "trainable_params": self.counts.trainable, "total_params": self.counts.total,
             "trainable_pct": round(self.counts.pct, 4), "adapter_params": self.counts.adapter,
-            "best_dev_wer": s.best_wer, "best_step": s.best_step, "evals": s.evals,
-            "best_weights": str(self.out / ("adapter" if c.is_lora else "model")),
+            "best_dev_wer": best_wer, "best_step": s.best_step, "evals": s.evals,
+            **({"average": average} if average else {}),
+            "best_weights": str(self.out / self.weights_name),
             "steps": s.global_step, "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "epochs_run": round(s.global_step / self.steps_per_epoch, 3), "stopped_early": s.stopped_early,
             "warmup_steps": self.warmup_steps, "eval_every": self.eval_every, "lr": c.lr,
