@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+PRECISIONS = ("float32", "bf16", "fp16", "auto")  # what a model's matrix products run in when decoding (evaluate --precision, train --eval-precision)
+
 T = TypeVar("T")
 
 

@@ -17,13 +17,12 @@ import torch
 from tqdm.auto import tqdm
 
 from kidwhisper.audio import SAMPLE_RATE
-from kidwhisper.config import ConfigError
+from kidwhisper.config import PRECISIONS, ConfigError
 from kidwhisper.models.load import is_multilingual, native_bf16, resolve_device
 
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample_len default (n_text_ctx // 2): a bound on runaway loops
-PRECISIONS = ("float32", "bf16", "fp16", "auto")  # what the model's matrix products run in when decoding
 
 
 @dataclass

@@ -45,7 +45,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from kidwhisper.config import ConfigError
+from kidwhisper.config import PRECISIONS, ConfigError
 
 Strategy = Literal["lora", "lora-decoder", "lora-encoder", "full", "encoder", "decoder"]
 STRATEGIES: tuple[str, ...] = ("lora", "lora-decoder", "lora-encoder", "full", "encoder", "decoder")
@@ -57,7 +57,6 @@ DEFAULT_WARMUP_RATIO = 0.1  # when neither --warmup-ratio nor --warmup-steps is 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 PACK_MODES = ("isolated", "clips", "joined")
-EVAL_PRECISIONS = ("float32", "bf16", "fp16", "auto")  # kidwhisper.decode.PRECISIONS (decode imports torch)
 REPORT_TO = ("none", "tensorboard")  # experiment trackers, through accelerate
 MAX_WINDOW_SECONDS = 30.0  # Whisper's encoder always sees one 30 s window
 
@@ -206,8 +205,8 @@ class TrainConfig:
             raise ConfigError(f"`--pack-gap` must be in [0, 2] seconds; got {self.pack_gap}")
         if not 0 <= self.pack_single <= 1:
             raise ConfigError(f"`--pack-single` must be in [0, 1] (a fraction of the clips); got {self.pack_single}")
-        if self.eval_precision is not None and self.eval_precision not in EVAL_PRECISIONS:
-            raise ConfigError(f"`--eval-precision` must be one of {', '.join(EVAL_PRECISIONS)}; "
+        if self.eval_precision is not None and self.eval_precision not in PRECISIONS:
+            raise ConfigError(f"`--eval-precision` must be one of {', '.join(PRECISIONS)}; "
                               f"got {self.eval_precision!r}")
         if self.pack_mode not in PACK_MODES:
             raise ConfigError(f"`--pack-mode` must be one of {', '.join(PACK_MODES)}; got {self.pack_mode!r}")
