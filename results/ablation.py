@@ -38,6 +38,7 @@ BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference
     "lora-specaug-aug": "lora-isolated-specaug",
     "lora-r8-alpha128": "lora-isolated-specaug",
     "lora-specaug-ls": "lora-isolated-specaug",
+    "lora-specaug-avg": "lora-isolated-specaug",
     "seed-recipe": "lora-isolated",
 }
 
@@ -78,6 +79,8 @@ def recipe(cfg: dict) -> str:
         parts.append(f"pitch +-{cfg['pitch_perturb']:g} st")
     if cfg.get("label_smoothing"):
         parts.append(f"label smoothing {cfg['label_smoothing']:g}")
+    if cfg.get("average_best"):
+        parts.append(f"average of the {cfg['average_best']} best evaluations")
     return ", ".join(parts)
 
 
@@ -98,6 +101,11 @@ def row(name: str, run: Path, label: str | None = None) -> dict:
     out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
     out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
     out["kids-test_minus_stock"] = _paired(run / "kids-test", BASELINE / "kids-test")
+    if summary.get("average"):  # --average-best: the average against the run's own best single checkpoint
+        out["average"] = {**summary["average"], "kids-dev": _wer(run / "kids-dev-average"),
+                          "best_checkpoint_kids_dev": _wer(run / "kids-dev-best-checkpoint"),
+                          "kids-dev_minus_best_checkpoint": _paired(run / "kids-dev-average",
+                                                                    run / "kids-dev-best-checkpoint")}
     parent = BUILDS_ON.get(name, None if name in (RECOMMENDED, "reference") else RECOMMENDED)
     if parent not in (None, "reference"):
         out["builds_on"] = parent
@@ -133,7 +141,10 @@ def _diff(d: list[float] | None) -> str:
 def _lever(x: dict) -> str:
     if "builds_on" not in x:
         return "-"
-    return f"{x['builds_on']}: {_diff(x['kids-dev_minus_builds_on'])}"
+    text = f"{x['builds_on']}: {_diff(x['kids-dev_minus_builds_on'])}"
+    if x.get("average"):
+        text += f"; average of its best epochs vs its best single epoch: {_diff(x['average']['kids-dev_minus_best_checkpoint'])}"
+    return text
 
 
 def table(r: dict) -> str:

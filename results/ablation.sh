@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The accuracy ablation: train every configs/ablation/<row>.yaml (skipped when its run already finished),
 # copy its log/summary/config/curve to results/ablation/<row>/, evaluate its best-dev weights on kids dev
-# (every row; greedy) and, for the rows given with --final, on kids test and adults test, then write
+# (every row; greedy; a run trained with --average-best also its average/ and best-checkpoint/ weights) and,
+# for the rows given with --final, on kids test and adults test, then write
 # results/ablation/ablation.json and the README's ablation table (results/ablation.py).
 # Run results/baselines.sh first (it prepares data/).
 # A row whose kids-dev results are committed and whose run directory is gone is not retrained (a row whose
@@ -41,6 +42,14 @@ for cfg in configs/ablation/*.yaml; do
     if [ -d "$RUN/adapter" ]; then ARGS=(--model whisper-base --adapter "$RUN/adapter"); else ARGS=(--model "$RUN/model"); fi
   fi
   SET=kids-dev; evaluate "$OUT/kids-dev"
+  if [ -d "$RUN/average" ]; then  # --average-best: both candidates of the run, whichever adapter/ holds
+    for cand in average best-checkpoint; do
+      ARGS_KEPT=("${ARGS[@]}")
+      if [ -f "$RUN/$cand/adapter_config.json" ]; then ARGS=(--model whisper-base --adapter "$RUN/$cand"); else ARGS=(--model "$RUN/$cand"); fi
+      evaluate "$OUT/kids-dev-$cand"
+      ARGS=("${ARGS_KEPT[@]}")
+    done
+  fi
   for f in "${final[@]}"; do
     if [ "$f" = "$row" ]; then for SET in kids-test adults-test; do evaluate "$OUT/$SET"; done; fi
   done
