@@ -326,7 +326,7 @@ class Trainer:
                                           mixed_precision=acc.mixed_precision)
         ckpt = self.ckpt
         if ckpt is not None:
-            self._load_weights(model, ckpt)
+            self._load_weights(model, ckpt.weights, ckpt.path / ckpt_io.WEIGHTS_FILE)
         decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
         groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -352,12 +352,12 @@ class Trainer:
         if c.report_to != "none":
             acc.init_trackers(TENSORBOARD_DIR)  # RUN_DIR/tensorboard/ (a resumed run adds an event file)
 
-    def _load_weights(self, model, ckpt: ckpt_io.Checkpoint) -> None:
-        saved = ckpt.weights
+    def _load_weights(self, model, saved: dict[str, torch.Tensor], source: Path) -> None:
+        """Copy ``saved`` (read from ``source``) into the trainable parameters of ``model``."""
         params = dict(trainable_state_dict(model))
         if set(saved) != set(params):
-            raise ConfigError(f"--resume: {ckpt.path / ckpt_io.WEIGHTS_FILE} holds other parameters than "
-                              f"--strategy {self.config.strategy} trains; resume with the run's own options")
+            raise ConfigError(f"--resume: {source} holds other parameters than --strategy "
+                              f"{self.config.strategy} trains; resume with the run's own options")
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(saved[name])
@@ -673,11 +673,8 @@ class Trainer:
             if not single.exists():  # a rerun after a kill may find final already replaced by the average
                 with replacing_dir(single) as tmp:
                     shutil.copytree(final, tmp, dirs_exist_ok=True)
-            averaged = average_weights([snapshot_path(self.out, st) for st in steps])
-            params = dict(trainable_state_dict(self.acc.unwrap_model(self.model)))
-            with torch.no_grad():
-                for name, p in params.items():
-                    p.copy_(averaged[name])
+            paths = [snapshot_path(self.out, st) for st in steps]
+            self._load_weights(self.acc.unwrap_model(self.model), average_weights(paths), paths[0])
         self.acc.wait_for_everyone()
         wer, truncated = self._evaluate()
         kept = wer < s.best_wer
