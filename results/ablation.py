@@ -1,4 +1,5 @@
-"""Write the accuracy ablation (results/ablation/ablation.json) and its README table from committed files.
+"""Write the accuracy ablation (results/ablation/ablation.json, ablation.md) and its README table from committed
+files.
 
 Rows are the training runs copied to ``results/ablation/<row>/`` by ``results/ablation.sh`` (their
 ``summary.json``, ``train_config.yaml`` and evaluations). Every row is paired with the previous reference
@@ -6,7 +7,8 @@ Rows are the training runs copied to ``results/ablation/<row>/`` by ``results/ab
 bootstrap 95 % CI; rows evaluated on kids test and adults test also show those WERs, adults paired with the
 stock model. Replaces the text between ``<!-- ablation:start`` and ``<!-- ablation:end -->`` in README.md,
 and the headline table (stock model against ``RECOMMENDED``, the row committed as models/whisper-base-kids)
-between ``<!-- headline:start`` and ``<!-- headline:end -->``.
+between ``<!-- headline:start`` and ``<!-- headline:end -->``. ``ablation.md`` holds the same table as a
+section of results/report/report.md (``results/report.sh`` passes it to ``compare --sections``).
 
     python results/ablation.py
 """
@@ -217,6 +219,9 @@ def main() -> None:
     r = collect()
     ABLATION.mkdir(parents=True, exist_ok=True)
     (ABLATION / "ablation.json").write_text(json.dumps(r, indent=2) + "\n")
+    (ABLATION / "ablation.md").write_text(  # a section of results/report/report.md (results/report.sh)
+        "## What each lever buys\n\n" + table(r) + "\n\nThe notes on each row (what pays, what does not, how the "
+        "rows were run) are in the README, section *What each lever buys*.\n")
     readme = ROOT / "README.md"
     text = _replace(readme.read_text(), "ablation", table(r))
     readme.write_text(_replace(text, "headline", headline(r)))

@@ -181,6 +181,31 @@ def test_html_is_self_contained(report):
     assert "<b>whisper-base (en)</b>" in page
 
 
+def test_markdown_sections_go_into_both_reports_before_inputs(results, tmp_path, monkeypatch):
+    """--sections: a Markdown file (results/ablation.py's table) lands verbatim in report.md and as a real
+    HTML table in report.html, before the Inputs list; Inputs name directories relative to the working dir."""
+    section = tmp_path / "ablation.md"
+    section.write_text("## What each lever buys\n\nRows *train* whisper-base; **bold**: CI excludes 0.\n\n"
+                       "| row | kids-dev WER % |\n|---|---:|\n| lora-isolated | 27.6 (17.7-38.5) |\n")
+    monkeypatch.chdir(results)
+    compare([results], tmp_path / "out", CompareConfig(sections=f"{section},"))
+    md = (tmp_path / "out/report.md").read_text()
+    assert section.read_text().strip() in md
+    assert md.index("## What each lever buys") < md.index("## Inputs") and md.count("## What each lever buys") == 1
+    assert "| whisper-base (en) | kids-test | baseline/whisper-base-en/kids-test |" in md
+    page = (tmp_path / "out/report.html").read_text()
+    assert "<h2>What each lever buys</h2>" in page and "<strong>bold</strong>" in page
+    assert '<td style="text-align: right;">27.6 (17.7-38.5)</td>' in page
+    assert page.index("What each lever buys") < page.index("<h2>Inputs</h2>")
+    assert yaml.safe_load((tmp_path / "out/compare_config.yaml").read_text())["sections"] == [str(section)]
+
+
+def test_unreadable_section_is_a_clear_error_before_writing(results, tmp_path):
+    with pytest.raises(ConfigError, match=r"--sections: cannot read .*missing\.md \(No such file or directory\)"):
+        compare([results], tmp_path / "out", CompareConfig(sections=[str(tmp_path / "missing.md")]))
+    assert not (tmp_path / "out").exists()
+
+
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
@@ -253,6 +278,31 @@ def test_eval_of_run_outside_inputs_and_label_clash(results, tmp_path):
     md = (tmp_path / "out/report.md").read_text()
     assert "| whisper-base + lora [lora-r8] | lora | ? | ? | - | - | 1 |" in md
     assert "incomplete (no summary.json)" in md
+
+
+def test_every_decoding_of_a_clashing_run_is_named_by_its_directory(results, tmp_path):
+    """Two lora runs, one also decoded with 5 beams: the beam row names its run too (it was "whisper-base + lora
+    (5 beams)", unique among beam rows, so a reader could not tell which lora it was); adapters outside a run
+    are named by their own directory."""
+    other = tmp_path / "runs/lora-r8"
+    (other / "adapter").mkdir(parents=True)
+    (other / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "lora"}))
+    (other / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
+    write_eval(tmp_path / "evals/r8/kids-test", adapter=str(other / "adapter"), wer=0.35)
+    beam = write_eval(tmp_path / "evals/r8-beam5/kids-test", adapter=str(other / "adapter"), wer=0.45)
+    summary = json.loads((beam / "summary.json").read_text())
+    summary["decoding"]["beam_size"] = 5
+    (beam / "summary.json").write_text(json.dumps(summary))
+    result = compare([results, tmp_path / "evals"], tmp_path / "out")
+    assert result["configurations"][-3:] == ["whisper-base + lora [lora-r16]", "whisper-base + lora [lora-r8]",
+                                             "whisper-base + lora (5 beams) [lora-r8]"]
+    kids = tmp_path / "models/whisper-base-kids"
+    kids.mkdir(parents=True)
+    (kids / "kidwhisper_adapter.json").write_text(json.dumps({"base_model": "whisper-base", "strategy": "lora"}))
+    write_eval(tmp_path / "evals2/kids/kids-test", adapter=str(kids), wer=0.2)
+    result = compare([results, tmp_path / "evals2"], tmp_path / "out2")
+    assert set(result["configurations"][-2:]) == {"whisper-base + lora [lora-r16]",
+                                                  "whisper-base + lora [whisper-base-kids]"}
 
 
 def test_run_copied_into_results_is_not_counted_twice(results, tmp_path):

@@ -44,6 +44,7 @@ from kidwhisper.report.collect import (
     collect,  # the function; as a package attribute it shadows the submodule collect.py
     discover,
     load_run,
+    read_sections,
     set_name,
     short_model_name,
 )
@@ -73,7 +74,7 @@ from kidwhisper.report.render import (
 __all__ = [
     "CSV_COLUMNS", "DEFAULT_SETS", "CompareConfig", "CompareError", "Configuration", "Run", "build_report",
     "case_evidence", "collect", "compare", "dev_references", "discover", "explain_orthographic", "headline",
-    "load_run", "paired_eval_difference", "plot_learning_curves", "plot_wer_by_age", "plot_wer_by_config", "relative_change",
+    "load_run", "paired_eval_difference", "read_sections", "plot_learning_curves", "plot_wer_by_age", "plot_wer_by_config", "relative_change",
     "resolve_baseline", "rows", "set_name", "short_model_name", "to_html", "to_markdown", "write_csv",
 ]
 
@@ -88,11 +89,12 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
 
     Returns ``{"baseline", "configurations", "sets", "runs", "rows", "files", "model_cards"}`` (``rows`` =
     comparison.csv, ``model_cards`` = the README.md paths written).
-    Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline``,
-    OutputError (before reading anything) when ``out`` cannot be a writable directory.
+    Raises :class:`CompareError` when nothing usable is found, ConfigError for an unknown ``baseline`` or
+    an unreadable ``sections`` file (before writing anything), OutputError (before reading anything) when ``out`` cannot be a writable directory.
     """
     config = config or CompareConfig()
     out = check_output_dir(out, "--out")
+    sections = read_sections(config.sections)
     confs, runs, sets = collect([inputs] if isinstance(inputs, str | Path) else list(inputs), config)
     base = resolve_baseline(confs, config.baseline)
     with writing(out):
@@ -110,7 +112,7 @@ def compare(inputs: list[str | Path], out: str | Path, config: CompareConfig | N
         if p is None:
             log.info("no %s plot: nothing to draw", name)
             (out / f"{name}.png").unlink(missing_ok=True)  # never leave a stale plot from an earlier compare
-    blocks = build_report(confs, runs, sets, base, plots, config, paired)
+    blocks = build_report(confs, runs, sets, base, plots, config, paired, sections)
     atomic_write_text(out / "report.md", to_markdown(blocks))
     atomic_write_text(out / "report.html", to_html(blocks, config.title))
     save_config(config, out / "compare_config.yaml")

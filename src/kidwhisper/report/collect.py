@@ -38,7 +38,8 @@ class CompareConfig:
     heading of report.md / report.html. dpi: resolution of the PNG plots. small_set: a test set scored on
     fewer clips than this (or on a ``--limit`` subset) gets a caveat paragraph: wide CIs, not the reference
     numbers. subset: the test sets are subsets of larger ones (``kidwhisper run`` with ``limit_test``), which
-    gets the caveat whatever their size.
+    gets the caveat whatever their size. sections: Markdown files (e.g. an ablation table) appended to the
+    report before its *Inputs* list, verbatim in report.md and converted to HTML in report.html.
     """
 
     baseline: str | None = None  # label of the baseline configuration (e.g. "whisper-base (en)"); None = the first
@@ -47,12 +48,17 @@ class CompareConfig:
     dpi: int = 120  # resolution of the PNG plots
     small_set: int = 200  # test sets with fewer clips (or a --limit subset) get the small-subsets caveat
     subset: bool = False  # the test sets are subsets (kidwhisper run with limit_test): the caveat whatever their size
+    sections: list[str] = field(default_factory=list)  # Markdown files appended to the report as their own sections
 
     def __post_init__(self) -> None:
         if isinstance(self.sets, str):
             self.sets = [s for s in self.sets.replace(",", " ").split() if s]
         if not all(isinstance(s, str) and s for s in self.sets):
             raise ConfigError(f"`--sets` must be a list of test set names such as kids-test; got {self.sets!r}")
+        if isinstance(self.sections, str):
+            self.sections = [s for s in self.sections.split(",") if s.strip()]
+        if not all(isinstance(s, str) and s for s in self.sections):
+            raise ConfigError(f"`--sections` must be a list of Markdown file paths; got {self.sections!r}")
         if not 50 <= self.dpi <= 600:
             raise ConfigError(f"`--dpi` must be in 50..600; got {self.dpi}")
 
@@ -233,6 +239,15 @@ def _configuration(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Conf
     return Configuration(("model", model, language, tag), model, None, None, language, None, decoding=tag)
 
 
+def _source_name(c: Configuration) -> str:
+    """The directory a trained configuration is named by when its model + strategy is not unique: the run's,
+    else the adapter's (its parent's when the adapter sits in a run's ``adapter/`` or ``model/``)."""
+    if c.run is not None:
+        return c.run.path.name
+    path = Path(str(c.adapter))
+    return path.parent.name if path.name in ("adapter", "model") else path.name
+
+
 def _label(c: Configuration) -> str:
     base = short_model_name(c.model)
     if c.strategy is None:
@@ -242,6 +257,18 @@ def _label(c: Configuration) -> str:
     train_lang = str((c.run.config.get("language") if c.run else None) or "en")
     notes = [c.language if c.language != train_lang else "", c.decoding]
     return f"{base} + {c.strategy}" + (f" ({', '.join(filter(None, notes))})" if any(notes) else "")
+
+
+def read_sections(paths: list[str]) -> list[str]:
+    """The Markdown texts of :attr:`CompareConfig.sections`; ConfigError naming the first unreadable file."""
+    texts = []
+    for p in paths:
+        try:
+            texts.append(Path(p).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+            raise ConfigError(f"--sections: cannot read {p} ({why}); pass Markdown files, comma-separated") from None
+    return texts
 
 
 def collect(inputs: list[str | Path], config: CompareConfig) -> tuple[list[Configuration], list[Run], list[str]]:
@@ -286,10 +313,13 @@ def collect(inputs: list[str | Path], config: CompareConfig) -> tuple[list[Confi
                                                     c.language != "en", c.language, c.decoding, str(c.key)))
     for c in ordered:
         c.label = _label(c)
-    clash = {c.label for c in ordered if sum(o.label == c.label for o in ordered) > 1}
-    for c in ordered:  # two runs (or adapters) with the same model + strategy: name them by directory
-        if c.label in clash and c.strategy is not None:
-            c.label += f" [{c.run.path.name if c.run else Path(str(c.adapter)).parent.name}]"
+    sources: dict[tuple[str, str], set[str]] = {}  # model + strategy -> the runs / adapters trained that way
+    for c in ordered:
+        if c.strategy is not None:
+            sources.setdefault((c.model, c.strategy), set()).add(c.key[1])
+    for c in ordered:  # two runs (or adapters) with the same model + strategy: name them, every decoding, by directory
+        if c.strategy is not None and len(sources[(c.model, c.strategy)]) > 1:
+            c.label += f" [{_source_name(c)}]"
     for r in runs.values():
         r.label = next((c.label for c in ordered if c.run is r and c.language == "en"), None) or \
             next((c.label for c in ordered if c.run is r), None) or f"{short_model_name(r.model)} + {r.strategy}"

@@ -289,8 +289,9 @@ def small_set_caveat(confs: list[Configuration], sets: list[str], small: int, su
 # --------------------------------------------------------------------------------------------- report
 def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], base: Configuration | None,
                  plots: dict[str, Path | None], config: CompareConfig,
-                 paired: Paired | None = None) -> list[tuple[str, Any]]:
-    """The report as blocks (``h1|h2|p|table|img``) that :func:`to_markdown` and :func:`to_html` render."""
+                 paired: Paired | None = None, sections: list[str] | None = None) -> list[tuple[str, Any]]:
+    """The report as blocks (``h1|h2|p|table|img|md``) that :func:`to_markdown` and :func:`to_html` render;
+    ``sections`` (Markdown texts) go in as ``md`` blocks before the *Inputs* list."""
     paired = paired_changes(confs, sets, base) if paired is None else paired
     blocks: list[tuple[str, Any]] = [("h1", config.title)]
     if not sets:
@@ -352,8 +353,9 @@ def build_report(confs: list[Configuration], runs: list[Run], sets: list[str], b
     para = explain_orthographic(confs, base, head) if head else None
     if para:
         blocks += [("h2", "Why orthographic WER exceeds 100 %"), ("p", para)]
+    blocks += [("md", text) for text in sections or []]
     blocks += [("h2", "Inputs"), ("table", (["Configuration", "Test set", "Directory", "Manifest sha256"], [
-        [c.label, s, str(d), str(summ.get("manifest_sha256") or "-")[:12]]
+        [c.label, s, _shown_path(d), str(summ.get("manifest_sha256") or "-")[:12]]
         for c in confs for s in sets if s in c.results for d, summ in [c.results[s]]]))]
     return blocks
 
@@ -402,6 +404,14 @@ def _consistency_notes(confs: list[Configuration], sets: list[str]) -> list[tupl
     return notes
 
 
+def _shown_path(path: Path) -> str:
+    """``path`` relative to the working directory when under it (a committed report names no home directory)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 NUMERIC = re.compile(r"^([-+]?\d|-$|\?$|baseline$)")
 
 
@@ -425,13 +435,15 @@ def to_markdown(blocks: list[tuple[str, Any]]) -> str:
                 + ["| " + " | ".join(r) + " |" for r in cell[1:]]) + "\n")
         elif kind == "img" and val[0]:
             out.append(f"![{val[1]}]({val[0].name})\n")
+        elif kind == "md":
+            out.append(val.strip() + "\n")
     return "\n".join(out)
 
 
 HTML_CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1200px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.3em .6em;text-align:right}th{background:#f2f2f2}
-.l{text-align:left}img{max-width:100%;margin:1em 0}h2{margin-top:1.6em}"""
+.l,.md td,.md th{text-align:left}img{max-width:100%;margin:1em 0}h2{margin-top:1.6em}"""
 
 
 def to_html(blocks: list[tuple[str, Any]], title: str) -> str:
@@ -449,6 +461,10 @@ def to_html(blocks: list[tuple[str, Any]], title: str) -> str:
             parts.append("<table><tr>" + "".join(f"<th{a}>{html.escape(str(h))}</th>" for h, a in zip(hdr, left, strict=True))
                          + "</tr>" + "".join("<tr>" + "".join(f"<td{a}>{html.escape(str(x))}</td>" for x, a in
                                                               zip(r, left, strict=True)) + "</tr>" for r in body) + "</table>")
+        elif kind == "md":
+            import markdown
+
+            parts.append("<div class='md'>" + markdown.markdown(val, extensions=["tables"]) + "</div>")
         elif kind == "img" and val[0]:
             data = base64.b64encode(val[0].read_bytes()).decode("ascii")
             parts.append(f"<img alt='{html.escape(val[1])}' src='data:image/png;base64,{data}'>")
