@@ -32,6 +32,7 @@ RECOMMENDED = "lora-isolated-specaug"  # the row whose weights are committed as 
 BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference"), in table order
     "lora-isolated": "reference",
     "encoder-isolated": "lora-isolated",
+    "encoder-specaug": "encoder-isolated",
     "full-isolated": "lora-isolated-specaug",
     "lora-isolated-aug": "lora-isolated",
     "lora-isolated-specaug": "lora-isolated",
