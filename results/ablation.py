@@ -28,6 +28,7 @@ ABLATION = ROOT / "results" / "ablation"
 REFERENCE = ROOT / "results" / "tuned" / "whisper-base-lora"
 BASELINE = ROOT / "results" / "baseline" / "whisper-base-en"
 SETS = ("kids-dev", "kids-test", "adults-test")
+BEAM_DECODINGS = ("beam5", "beam5-fallback")  # evaluation dir suffixes: <set>-beam5, <set>-beam5-fallback
 RECOMMENDED = "lora-isolated-specaug"  # the row whose weights are committed as models/whisper-base-kids
 BUILDS_ON = {  # row -> the row it changes one lever of (its "previous reference"), in table order
     "lora-isolated": "reference",
@@ -54,12 +55,13 @@ def _wer(eval_dir: Path) -> dict | None:
     w = s["wer"][s.get("headline") or "whisper"]
     return {"wer": w["wer"], "ci": [w["ci_low"], w["ci_high"]], "n_utts": s["n_utts"],
             "hallucinations": s["flags"]["hallucination"], "truncated": s.get("n_truncated", 0),
-            "beam_size": s["decoding"]["beam_size"]}
+            "beam_size": s["decoding"]["beam_size"], "fallback": s["decoding"].get("fallback"),
+            "n_fallback": s.get("n_fallback", 0)}
 
 
 def _paired(a: Path, b: Path) -> list[float] | None:
-    if not (a / "utterances.jsonl").is_file() or not (b / "utterances.jsonl").is_file():
-        return None
+    if not all((d / f).is_file() for d in (a, b) for f in ("utterances.jsonl", "summary.json")):
+        return None  # not evaluated, or an evaluation still running
     return list(paired_eval_difference(a, b))
 
 
@@ -87,6 +89,19 @@ def recipe(cfg: dict) -> str:
     return ", ".join(parts)
 
 
+def _decodings(run: Path) -> dict:
+    """Each set's greedy WER, and where evaluated its beam-search WERs (``<set>-beam5``: 5 beams as
+    transformers decodes them; ``<set>-beam5-fallback``: runaways decoded again greedily), each paired with
+    the greedy one."""
+    out = {}
+    for s in SETS:
+        out[s] = _wer(run / s)
+        for dec in BEAM_DECODINGS:
+            out[f"{s}-{dec}"] = _wer(run / f"{s}-{dec}")
+            out[f"{s}-{dec}_minus_greedy"] = _paired(run / f"{s}-{dec}", run / s)
+    return out
+
+
 def row(name: str, run: Path, label: str | None = None) -> dict:
     summary = json.loads((run / "summary.json").read_text())
     cfg = yaml.safe_load((run / "train_config.yaml").read_text())
@@ -96,13 +111,10 @@ def row(name: str, run: Path, label: str | None = None) -> dict:
            "train_minutes": round(summary["train_seconds"] / 60, 1),
            "wall_minutes": round(summary["wall_seconds"] / 60, 1), "clips_per_s": summary["clips_per_s"],
            "mixed_precision": summary.get("mixed_precision")}
-    for s in SETS:
-        out[s] = _wer(run / s)
-        out[f"{s}-beam5"] = _wer(run / f"{s}-beam5")
+    out.update(_decodings(run))
     out["kids-dev_minus_reference"] = _paired(run / "kids-dev", REFERENCE / "kids-dev")
     out["kids-test_minus_reference"] = _paired(run / "kids-test", REFERENCE / "kids-test")
     out["adults-test_minus_stock"] = _paired(run / "adults-test", BASELINE / "adults-test")
-    out["kids-dev-beam5_minus_greedy"] = _paired(run / "kids-dev-beam5", run / "kids-dev")
     out["kids-test_minus_stock"] = _paired(run / "kids-test", BASELINE / "kids-test")
     if summary.get("average"):  # --average-best: the average against the run's own best single checkpoint
         out["average"] = {**summary["average"], "kids-dev": _wer(run / "kids-dev-average"),
@@ -123,9 +135,7 @@ def collect() -> dict:
     runs = sorted((d for d in ABLATION.iterdir() if (d / "summary.json").is_file()),
                   key=lambda d: (order.index(d.name) if d.name in order else len(order), d.name))
     rows += [row(d.name, d) for d in runs]
-    stock = {s: _wer(BASELINE / s) for s in SETS}
-    stock["kids-dev-beam5"] = _wer(BASELINE / "kids-dev-beam5")
-    stock["kids-dev-beam5_minus_greedy"] = _paired(BASELINE / "kids-dev-beam5", BASELINE / "kids-dev")
+    stock = _decodings(BASELINE)
     return {"reference": str(REFERENCE.relative_to(ROOT)), "recommended": RECOMMENDED, "stock": stock, "rows": rows,
             "command": "bash results/ablation.sh (then python results/ablation.py)"}
 
@@ -178,14 +188,20 @@ def table(r: dict) -> str:
             f"{'-' if x['kids-test'] is None else x['kids-test']['hallucinations']} | "
             f"{_pct(x['adults-test'])} | {_diff(x['adults-test_minus_stock'])} | "
             f"{x['train_minutes']:.0f} | {x['clips_per_s']:.2f} |")
-    beams = [(x["row"], x["kids-dev-beam5"], x["kids-dev-beam5_minus_greedy"]) for x in r["rows"]
-             if x["kids-dev-beam5"]]
-    if stock["kids-dev-beam5"]:
-        beams.insert(0, ("stock whisper-base", stock["kids-dev-beam5"], stock["kids-dev-beam5_minus_greedy"]))
+    beams = [(name, s, x) for name, x in [("stock whisper-base", stock)] + [(x["row"], x) for x in r["rows"]]
+             for s in SETS if any(x.get(f"{s}-{dec}") for dec in BEAM_DECODINGS)]
     if beams:
-        lines += ["", "Beam search (5 beams) against greedy decoding of the same model on kids dev:", "",
-                  "| model | kids-dev WER %, 5 beams | minus greedy, points |", "|---|---:|---:|"]
-        lines += [f"| {name} | {_pct(w)} | {_diff(d)} |" for name, w, d in beams]
+        lines += ["", "Beam search (5 beams) against greedy decoding of the same model, paired on the same clips. "
+                  "*5 beams*: transformers' beam search as it comes; *+ greedy fallback*: a clip whose beam output "
+                  "runs away (no end within the 224-token budget, or a gzip compression ratio above 2.4, Whisper's "
+                  "own test) is decoded again greedily (`evaluate --beam-size 5`; `--no-fallback` gives the first).",
+                  "", "| model | set | greedy WER % | 5 beams | minus greedy, points | 5 beams + greedy fallback | "
+                  "minus greedy, points | clips decoded again |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for name, s, x in beams:
+            fb = x[f"{s}-beam5-fallback"]
+            lines.append(f"| {name} | {s} | {_pct(x[s])} | {_pct(x[f'{s}-beam5'])} | "
+                         f"{_diff(x[f'{s}-beam5_minus_greedy'])} | {_pct(fb)} | "
+                         f"{_diff(x[f'{s}-beam5-fallback_minus_greedy'])} | {'-' if fb is None else fb['n_fallback']} |")
     return "\n".join(lines)
 
 
@@ -221,8 +237,8 @@ def main() -> None:
     ABLATION.mkdir(parents=True, exist_ok=True)
     (ABLATION / "ablation.json").write_text(json.dumps(r, indent=2) + "\n")
     (ABLATION / "ablation.md").write_text(  # a section of results/report/report.md (results/report.sh)
-        "## What each lever buys\n\n" + table(r) + "\n\nThe notes on each row (what pays, what does not, how the "
-        "rows were run) are in the README, section *What each lever buys*.\n")
+        "## What each accuracy lever buys\n\n" + table(r) + "\n\nThe notes on each row (what pays, what does not, how the "
+        "rows were run) are in the README, section *What each accuracy lever buys*.\n")
     readme = ROOT / "README.md"
     text = _replace(readme.read_text(), "ablation", table(r))
     readme.write_text(_replace(text, "headline", headline(r)))

@@ -7,10 +7,12 @@
 # Run results/baselines.sh first (it prepares data/).
 # A row whose kids-dev results are committed and whose run directory is gone is not retrained (a row whose
 # weights are committed, lora-isolated-specaug: models/whisper-base-kids, is still evaluated with them).
-# Usage: bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
+# --beams ROW (or whisper-base, the stock model): also 5-beam decoding on kids dev, plain and with the greedy
+# fallback for runaways; with BEAM_TEST=1 in the environment also on kids test, with the fallback.
+# Usage: [BEAM_TEST=1] bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-final=(); beams=(); mode=""
+final=(); beams=(); mode=""; BEAM_TEST=${BEAM_TEST:-0}
 for a in "$@"; do
   case "$a" in --final) mode=final ;; --beams) mode=beams ;; *) [ "$mode" = final ] && final+=("$a"); [ "$mode" = beams ] && beams+=("$a") ;; esac
 done
@@ -18,9 +20,13 @@ evaluate() {  # OUT_DIR [extra evaluate flags]; model in ARGS, set in SET
   local out=$1; shift
   [ -f "$out/summary.json" ] || kidwhisper evaluate "${ARGS[@]}" --data "data/$SET" --out "$out" -q "$@"
 }
+beam_search() {  # DIR: 5 beams on kids dev as transformers decodes (--no-fallback) and with the greedy fallback
+  SET=kids-dev; evaluate "$1/kids-dev-beam5" --beam-size 5 --no-fallback; evaluate "$1/kids-dev-beam5-fallback" --beam-size 5
+  if [ "$BEAM_TEST" = 1 ]; then SET=kids-test; evaluate "$1/kids-test-beam5-fallback" --beam-size 5; fi
+}
 ARGS=(--model whisper-base)  # beam search for the stock model too, when asked for row "whisper-base"
 for f in "${beams[@]}"; do
-  if [ "$f" = whisper-base ]; then SET=kids-dev; evaluate results/baseline/whisper-base-en/kids-dev-beam5 --beam-size 5; fi
+  if [ "$f" = whisper-base ]; then beam_search results/baseline/whisper-base-en; fi
 done
 for cfg in configs/ablation/*.yaml; do
   row=$(basename "$cfg" .yaml)
@@ -54,7 +60,7 @@ for cfg in configs/ablation/*.yaml; do
     if [ "$f" = "$row" ]; then for SET in kids-test adults-test; do evaluate "$OUT/$SET"; done; fi
   done
   for f in "${beams[@]}"; do
-    if [ "$f" = "$row" ]; then SET=kids-dev; evaluate "$OUT/kids-dev-beam5" --beam-size 5; fi
+    if [ "$f" = "$row" ]; then beam_search "$OUT"; fi
   done
 done
 python results/strip_references.py results  # the corpus transcripts stay out of the repository

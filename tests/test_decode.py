@@ -91,3 +91,72 @@ def test_resolve_precision():
         resolve_precision("fp16", cpu)
     with pytest.raises(ValueError, match="one of float32, bf16, fp16, auto"):
         resolve_precision("half", cpu)
+
+
+def test_is_runaway_is_whispers_compression_test_or_the_budget():
+    from kidwhisper.decode import Decoded, compression_ratio, is_runaway
+
+    loop = "I like it. " * 12
+    assert compression_ratio(loop) > 2.4 > compression_ratio("Mark is going to see the elephant at the zoo.")
+    assert compression_ratio("") == 0.0
+    assert is_runaway(Decoded(loop, [1] * 40, "en", truncated=False))
+    assert is_runaway(Decoded("Mark is", [1, 2], "en", truncated=True))
+    assert not is_runaway(Decoded("Mark is going to see the elephant.", [1] * 8, "en", truncated=False))
+
+
+def test_beam_runaways_are_decoded_again_greedily_from_their_own_encoder_rows(monkeypatch):
+    """generate_from_encoder with beams: the rows whose beam output runs away (budget hit, or a loop) are
+    decoded again greedily, from exactly their encoder states and budgets; fallback=False and greedy decoding
+    make one generate() call."""
+    from transformers.modeling_outputs import BaseModelOutput
+
+    import kidwhisper.decode as dec
+    from kidwhisper.decode import Decoded
+
+    beams_out = [Decoded("a cat", [1, 2], "en", False), Decoded("and then", [3, 4], "en", True),
+                 Decoded("I like it. " * 12, [5] * 48, "en", False), Decoded("a dog", [6, 7], "en", False)]
+    calls = []
+
+    def fake_generate(model, processor, encoder_outputs, language, budgets, num_beams):
+        states = encoder_outputs.last_hidden_state.clone()
+        calls.append((states, budgets, num_beams))
+        if num_beams > 1:  # as transformers does: the encoder output expanded in place for the beams
+            encoder_outputs.last_hidden_state = states.repeat_interleave(num_beams, dim=0)
+            return [Decoded(d.text, list(d.tokens), d.language, d.truncated) for d in beams_out]
+        return [Decoded(f"greedy {int(s[0, 0])}", [9], "en", False) for s in states]
+
+    monkeypatch.setattr(dec, "_generate", fake_generate)
+    states = torch.arange(4, dtype=torch.float32)[:, None, None].expand(4, 3, 2).contiguous()
+    out = dec.generate_from_encoder(None, None, BaseModelOutput(last_hidden_state=states), "en", [10, 11, 12, 13], 5)
+    assert [d.text for d in out] == ["a cat", "greedy 1", "greedy 2", "a dog"]
+    assert [d.fallback for d in out] == [False, True, True, False]
+    (_, _, beams), (greedy_states, greedy_budgets, greedy_beams) = calls
+    assert beams == 5 and greedy_beams == 1 and greedy_budgets == [11, 12]
+    assert torch.equal(greedy_states, states[[1, 2]])
+    calls.clear()
+    out = dec.generate_from_encoder(None, None, BaseModelOutput(last_hidden_state=states), "en", [10] * 4, 5,
+                                    fallback=False)
+    assert len(calls) == 1 and [d.text for d in out] == [d.text for d in beams_out] and not any(d.fallback for d in out)
+    calls.clear()
+    dec.generate_from_encoder(None, None, BaseModelOutput(last_hidden_state=states), "en", [10] * 4, 1)
+    assert len(calls) == 1
+
+
+def test_beam_fallback_on_a_real_model_matches_greedy_decoding(tiny_model_dir):
+    """On the tiny model, a budget of one token cuts every beam output that does not end at once: those clips
+    come back as their greedy decoding (the same as decode_batch with one beam), marked fallback."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from kidwhisper.decode import decode_batch
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir).eval()
+    processor = WhisperProcessor.from_pretrained(tiny_model_dir)
+    rng = np.random.default_rng(0)
+    audios = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (16000, 24000, 32000)]
+    greedy = decode_batch(model, processor, audios, max_new_tokens=1)
+    plain = decode_batch(model, processor, audios, max_new_tokens=1, num_beams=3, fallback=False)
+    fell = decode_batch(model, processor, audios, max_new_tokens=1, num_beams=3)
+    assert any(d.truncated for d in plain)
+    for p, f, g in zip(plain, fell, greedy, strict=True):
+        assert f.fallback == p.truncated
+        assert (f.text, f.tokens) == ((g.text, g.tokens) if p.truncated else (p.text, p.tokens))

@@ -97,6 +97,13 @@ def test_beam_search_stops_at_the_same_bound(backends, kids_test_clips):
 
     audios = [load_audio(p) for _, p, ref in kids_test_clips if len(ref.split()) >= 5]
     assert len(audios) >= 3
-    torch_out, ct2_out = _decode_both(backends, audios, num_beams=5, max_new_tokens=3, batch_size=len(audios))
+    torch_out, ct2_out = _decode_both(backends, audios, num_beams=5, max_new_tokens=3, batch_size=len(audios),
+                                      fallback=False)
     assert ct2_out == torch_out
     assert all(truncated and len(tokens) == 3 for tokens, truncated in ct2_out)
+    # With the greedy fallback every one of these cut clips is decoded again greedily, alike in both engines.
+    kw = dict(max_new_tokens=3, batch_size=len(audios))
+    fell = [backends[b](audios, num_beams=5, **kw) for b in ("torch", "ct2")]
+    greedy = _decode_both(backends, audios, **kw)
+    assert [[(d.tokens, d.truncated) for d in out] for out in fell] == greedy
+    assert all(d.fallback for out in fell for d in out)

@@ -274,3 +274,23 @@ def test_bf16_evaluation_says_so_in_its_summary(tiny_model_dir, kids_manifest, t
     default = evaluate(EvalConfig(model=str(tiny_model_dir), data=str(kids_manifest), out=str(tmp_path / "f32"),
                                   limit=1, max_new_tokens=4, progress=False))
     assert default["decoding"]["precision"] == "float32"
+
+
+def test_beam_search_falls_back_to_greedy_on_runaways_and_says_so(tiny_model_dir, kids_manifest, tmp_path):
+    """evaluate --beam-size 2: clips whose beam output hits the budget are decoded again greedily; each line
+    says so (``fallback``), the summary counts them and records the rule; --no-fallback keeps beam outputs.
+    A greedy evaluation resumes whatever ``fallback`` says (it changes nothing there)."""
+    opts = dict(model=str(tiny_model_dir), data=str(kids_manifest), limit=6, max_new_tokens=1, progress=False)
+    greedy = evaluate(EvalConfig(out=str(tmp_path / "greedy"), **opts))
+    plain = evaluate(EvalConfig(out=str(tmp_path / "plain"), beam_size=2, fallback=False, **opts))
+    fell = evaluate(EvalConfig(out=str(tmp_path / "fell"), beam_size=2, **opts))
+    lines = {k: [json.loads(x) for x in (tmp_path / k / "utterances.jsonl").read_text().splitlines()]
+             for k in ("greedy", "plain", "fell")}
+    assert plain["decoding"]["fallback"] is None and plain["n_fallback"] == 0
+    assert fell["decoding"]["fallback"] == "greedy" and greedy["decoding"]["fallback"] is None
+    runaways = [p["truncated"] for p in lines["plain"]]
+    assert any(runaways) and fell["n_fallback"] == sum(runaways) == sum(u["fallback"] for u in lines["fell"])
+    for g, p, f, ran in zip(lines["greedy"], lines["plain"], lines["fell"], runaways, strict=True):
+        assert f["hyp"] == (g["hyp"] if ran else p["hyp"]) and f["fallback"] == ran
+    resumed = evaluate(EvalConfig(out=str(tmp_path / "greedy"), fallback=False, **opts), resume=True)
+    assert resumed["resumed_clips"] == 6 and resumed["wer"] == greedy["wer"]  # nothing decoded again

@@ -434,3 +434,12 @@ def test_beam_search_evaluations_are_their_own_configuration():
     assert confs[0] is greedy and set(beams.results) == {"kids-dev"}
     assert greedy.results["kids-dev"][0].name == "kids-dev"
     assert beams.results["kids-dev"][1]["decoding"]["beam_size"] == 5
+
+
+def test_decoding_tags_tell_beam_search_with_and_without_fallback_apart():
+    from kidwhisper.report.collect import decoding_tag
+
+    assert decoding_tag({"decoding": {"beam_size": 5}}) == "5 beams"  # results written before the fallback
+    assert decoding_tag({"decoding": {"beam_size": 5, "fallback": None}}) == "5 beams"
+    assert decoding_tag({"decoding": {"beam_size": 5, "fallback": "greedy"}}) == "5 beams + greedy fallback"
+    assert decoding_tag({"decoding": {"beam_size": 1, "fallback": None}, "config": {"pack": True}}) == "packed"

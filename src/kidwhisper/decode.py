@@ -1,4 +1,5 @@
-"""Batched Whisper decoding done right: language forced, task transcribe, no timestamps, greedy.
+"""Batched Whisper decoding done right: language forced, task transcribe, no timestamps, greedy (or beam
+search, where a clip whose beam output runs away is decoded again greedily: :func:`is_runaway`).
 
 This is the one place that turns audio into text with a PyTorch model; ``evaluate``, ``train`` (dev WER)
 and ``transcribe`` all call it, so they decode the same way. The front end is Hugging Face's
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers.modeling_outputs import BaseModelOutput
 
 from kidwhisper.audio import SAMPLE_RATE
 from kidwhisper.config import PRECISIONS, ConfigError
@@ -23,6 +26,7 @@ from kidwhisper.models.load import is_multilingual, native_bf16, resolve_device
 log = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 224  # Whisper's own sample_len default (n_text_ctx // 2): a bound on runaway loops
+COMPRESSION_RATIO_THRESHOLD = 2.4  # Whisper's own: a text that gzip compresses more than this is a loop
 
 
 @dataclass
@@ -31,10 +35,38 @@ class Decoded:
     tokens: list[int]  # generated text token ids (specials excluded)
     language: str | None  # the language token the decoder used, e.g. "en"
     truncated: bool  # stopped by the token budget, not by <|endoftext|>
+    fallback: bool = False  # beam search ran away on this clip; this is its greedy decoding
 
     @property
     def n_tokens(self) -> int:
         return len(self.tokens)
+
+
+def compression_ratio(text: str) -> float:
+    """UTF-8 bytes of ``text`` over their zlib-compressed size, as Whisper's ``transcribe`` computes it."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def is_runaway(d: Decoded) -> bool:
+    """A decoding that ran away: it never ended within its token budget, or it is so repetitive that its
+    compression ratio exceeds :data:`COMPRESSION_RATIO_THRESHOLD` (Whisper's own fallback test). Decided from
+    the output alone, never from a reference."""
+    return d.truncated or compression_ratio(d.text) > COMPRESSION_RATIO_THRESHOLD
+
+
+def with_greedy_fallback(decoded: list[Decoded], redecode: Callable[[list[int]], list[Decoded]]) -> list[Decoded]:
+    """``decoded`` (beam search) with each runaway (:func:`is_runaway`) replaced by ``redecode(rows)``, the
+    greedy decoding of those rows, marked ``fallback``. Whisper's ``transcribe`` falls back to sampling at
+    rising temperatures instead; greedy keeps evaluation deterministic."""
+    rows = [i for i, d in enumerate(decoded) if is_runaway(d)]
+    if not rows:
+        return decoded
+    out = list(decoded)
+    for i, d in zip(rows, redecode(rows), strict=True):
+        d.fallback = True
+        out[i] = d
+    return out
 
 
 def features(processor, audios: list[np.ndarray], device: torch.device, dtype: torch.dtype,
@@ -101,26 +133,44 @@ def _quiet_generate():
 
 @torch.inference_mode()
 def decode_batch(model, processor, audios: list[np.ndarray], language: str | None = "en",
-                 max_new_tokens: int | list[int] = MAX_NEW_TOKENS, num_beams: int = 1) -> list[Decoded]:
+                 max_new_tokens: int | list[int] = MAX_NEW_TOKENS, num_beams: int = 1,
+                 fallback: bool = True) -> list[Decoded]:
     """Decode one batch of 16 kHz mono arrays.
 
     ``language``: an ISO code to force (default ``en``) or ``None``/``"auto"`` to let a multilingual
     model detect it (the broken setup, reproduced on purpose). English-only models ignore it.
     ``max_new_tokens`` may be a per-clip list (a duration-based guard); the batch uses its max and each
-    output is cut to its own budget.
+    output is cut to its own budget. ``fallback`` (beam search only): a clip whose beam output runs away
+    (:func:`is_runaway`) is decoded again greedily from the same encoder output.
     """
     param = next(model.parameters())
     feats = features(processor, audios, param.device, param.dtype)
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
     # Encode once: with language="auto", generate() would otherwise run the encoder twice
     # (once to detect the language, once to decode).
-    return generate_from_encoder(model, processor, model.get_encoder()(feats), language, budgets, num_beams)
+    return generate_from_encoder(model, processor, model.get_encoder()(feats), language, budgets, num_beams,
+                                 fallback)
 
 
 def generate_from_encoder(model, processor, encoder_outputs, language: str | None, budgets: list[int],
-                          num_beams: int = 1) -> list[Decoded]:
+                          num_beams: int = 1, fallback: bool = True) -> list[Decoded]:
     """Decode one row per clip from ``encoder_outputs`` (a ``BaseModelOutput``) with the options of
     :func:`decode_batch`, each row cut to its own budget in ``budgets``."""
+    states = encoder_outputs.last_hidden_state  # before generate(), which may expand it in place for beams
+    decoded = _generate(model, processor, encoder_outputs, language, budgets, num_beams)
+    if num_beams == 1 or not fallback:
+        return decoded
+
+    def greedy(rows: list[int]) -> list[Decoded]:
+        return _generate(model, processor, BaseModelOutput(last_hidden_state=states[rows]), language,
+                         [budgets[i] for i in rows], 1)
+
+    return with_greedy_fallback(decoded, greedy)
+
+
+def _generate(model, processor, encoder_outputs, language: str | None, budgets: list[int],
+              num_beams: int) -> list[Decoded]:
+    """One generate() call: the rows of ``encoder_outputs`` decoded with ``num_beams`` beams."""
     kwargs: dict = dict(do_sample=False, num_beams=num_beams, return_timestamps=False,
                         max_new_tokens=max(budgets), return_dict_in_generate=True)
     gen = model.generation_config
@@ -176,8 +226,9 @@ def in_length_batches(audios: list[np.ndarray], batch_size: int, decode: Callabl
 
 def transcribe_arrays(model, processor, audios: list[np.ndarray], language: str | None = "en",
                       batch_size: int = 16, max_new_tokens: int | list[int] = MAX_NEW_TOKENS,
-                      num_beams: int = 1, progress: bool = True) -> list[Decoded]:
+                      num_beams: int = 1, progress: bool = True, fallback: bool = True) -> list[Decoded]:
     """Decode many clips in batches of similar length (order of the input is kept)."""
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
     return in_length_batches(audios, batch_size, lambda idx: decode_batch(
-        model, processor, [audios[i] for i in idx], language, [budgets[i] for i in idx], num_beams), progress)
+        model, processor, [audios[i] for i in idx], language, [budgets[i] for i in idx], num_beams, fallback),
+        progress)

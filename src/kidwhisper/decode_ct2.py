@@ -6,7 +6,8 @@ Same front end (Hugging Face log-mel, 30 s padding), same prompt (``<|startoftra
 what the PyTorch model generates (see tests/test_decode_ct2.py), runaway decodes included; ``int8`` trades a
 little accuracy for speed. Beam search (``num_beams`` > 1) is CTranslate2's own: it divides a finished
 hypothesis' score by its length without ``<|endoftext|>`` (transformers counts it) and stops once
-``num_beams`` hypotheses have finished, so a transcript that ends by itself can differ from PyTorch's.
+``num_beams`` hypotheses have finished, so a transcript that ends by itself can differ from PyTorch's; a
+clip whose beam output runs away is decoded again greedily, as on PyTorch.
 A tuned model (adapter) is merged and converted once into the cache (``$KIDWHISPER_CACHE/ct2-export``)
 with :func:`kidwhisper.models.convert.cached_ct2_dir`.
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from kidwhisper.audio import SAMPLE_RATE
-from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, in_length_batches
+from kidwhisper.decode import MAX_NEW_TOKENS, Decoded, in_length_batches, with_greedy_fallback
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,18 @@ class CT2Decoder:
         self.suppress = [-1, *range(first_ts, len(tok))]  # the model's suppress list + every timestamp
 
     def decode_batch(self, audios: list[np.ndarray], language: str | None = "en",
-                     max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1) -> list[Decoded]:
+                     max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1,
+                     fallback: bool = True) -> list[Decoded]:
+        """Decode one batch; with beam search and ``fallback``, a clip whose beam output runs away
+        (:func:`kidwhisper.decode.is_runaway`) is decoded again greedily."""
+        out = self._decode(audios, language, max_new_tokens, num_beams)
+        if num_beams == 1 or not fallback:
+            return out
+        return with_greedy_fallback(out, lambda rows: self._decode([audios[i] for i in rows], language,
+                                                                   max_new_tokens, 1))
+
+    def _decode(self, audios: list[np.ndarray], language: str | None, max_new_tokens: int,
+                num_beams: int) -> list[Decoded]:
         feats = self.processor.feature_extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="np").input_features
         encoded = self.model.encode(self.ct2.StorageView.from_array(np.ascontiguousarray(feats, dtype=np.float32)))
         if self.model.is_multilingual:
@@ -78,6 +90,6 @@ class CT2Decoder:
 
     def transcribe_arrays(self, audios: list[np.ndarray], language: str | None = "en", batch_size: int = 16,
                           max_new_tokens: int = MAX_NEW_TOKENS, num_beams: int = 1,
-                          progress: bool = True) -> list[Decoded]:
+                          progress: bool = True, fallback: bool = True) -> list[Decoded]:
         return in_length_batches(audios, batch_size, lambda idx: self.decode_batch(
-            [audios[i] for i in idx], language, max_new_tokens, num_beams), progress, "decoding (ct2)")
+            [audios[i] for i in idx], language, max_new_tokens, num_beams, fallback), progress, "decoding (ct2)")

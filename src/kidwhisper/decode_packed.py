@@ -226,19 +226,21 @@ def decode_clips(model, processor, audios: list[np.ndarray], language: str | Non
 def transcribe_packed(model, processor, audios: list[np.ndarray], language: str | None = "en",
                       batch_size: int = 16, max_new_tokens: int | list[int] = MAX_NEW_TOKENS,
                       num_beams: int = 1, progress: bool = True, max_seconds: float = PACK_SECONDS,
-                      gap: float = PACK_GAP, cache: SilenceCache | None = None) -> list[Decoded]:
+                      gap: float = PACK_GAP, cache: SilenceCache | None = None,
+                      fallback: bool = True) -> list[Decoded]:
     """Decode many clips, up to ``batch_size`` in one encoder pass (see the module docstring), in batches of
     similar length; results in input order.
 
     The options mean what they mean for :func:`kidwhisper.decode.transcribe_arrays`. Clips longer than
     ``max_seconds``, and a batch of one clip, are decoded unpacked. ``cache`` keeps the silence encodings of
     a model across calls (one is made per call without it). With ``num_beams > 1`` every clip gets a window
-    of its own (``transcribe_arrays``).
+    of its own (``transcribe_arrays``, with its greedy ``fallback``).
     """
     budgets = max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * len(audios)
     if num_beams > 1:
         log.info("beam search decodes one clip per encoder window (packed decoding is greedy)")
-        return transcribe_arrays(model, processor, audios, language, batch_size, budgets, num_beams, progress)
+        return transcribe_arrays(model, processor, audios, language, batch_size, budgets, num_beams, progress,
+                                 fallback)
     cache = SilenceCache() if cache is None else cache
     order = sorted(range(len(audios)), key=lambda i: (len(audios[i]), i))
     long = [i for i in order if len(audios[i]) > max_seconds * SAMPLE_RATE]

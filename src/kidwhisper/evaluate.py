@@ -98,6 +98,7 @@ class EvalConfig:
     language: str = "en"  # force this language, or 'auto' to let a multilingual model guess
     batch_size: int = 16  # clips decoded together
     beam_size: int = 1  # 1 = greedy
+    fallback: bool = True  # beam search: a clip whose output runs away (no end within the budget, or gzip ratio > 2.4) is decoded again greedily
     max_new_tokens: int = MAX_NEW_TOKENS  # token budget per clip (Whisper's own 224)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     limit: int | None = None  # evaluate only the first N clips of the manifest
@@ -195,6 +196,7 @@ def evaluate(config: EvalConfig, resume: bool = False) -> dict:
         "manifest_sha256": manifest_hash(manifest),
         "decoding": {"language": config.language, "task": "transcribe", "timestamps": False,
                      "beam_size": config.beam_size, "greedy": config.beam_size == 1,
+                     "fallback": "greedy" if config.beam_size > 1 and config.fallback else None,
                      "max_new_tokens": config.max_new_tokens, "batch_size": config.batch_size,
                      "backend": config.backend, "compute_type": config.compute_type, "precision": run.precision,
                      "front_end": "transformers WhisperFeatureExtractor (audio padded to 30 s, then log-mel)"},
@@ -237,7 +239,7 @@ def _decoder(config: EvalConfig):
         decoder = CT2Decoder(cached_ct2_dir(config.model, config.adapter), processor, config.compute_type,
                              "cuda" if config.device == "cuda" else "cpu")
         return (lambda audios: decoder.decode_batch(audios, config.language, config.max_new_tokens,
-                                                    config.beam_size)), processor.tokenizer, \
+                                                    config.beam_size, config.fallback)), processor.tokenizer, \
             f"ctranslate2 {config.compute_type}", config.compute_type
     model, processor = load_model(config.model, config.adapter, config.device,
                                   merge=True)  # merged LoRA decodes at base-model speed
@@ -249,9 +251,10 @@ def _decoder(config: EvalConfig):
         with precision_context(precision, device):
             if config.pack:  # the clips of a batch in one encoder pass
                 return transcribe_packed(model, processor, audios, config.language, config.batch_size,
-                                         config.max_new_tokens, config.beam_size, progress=False, cache=silence)
+                                         config.max_new_tokens, config.beam_size, progress=False, cache=silence,
+                                         fallback=config.fallback)
             return decode_batch(model, processor, audios, config.language, config.max_new_tokens,
-                                config.beam_size)
+                                config.beam_size, config.fallback)
 
     return decode, processor.tokenizer, str(device), precision
 
@@ -313,7 +316,7 @@ def utterance_line(clip: Clip, d: Decoded, tokenizer) -> str:
             "duration": clip.duration}
     score = score_utterance(clip.text, d.text, clip.duration, d.n_tokens)
     line = {**meta, "ref": clip.text, "hyp": d.text, "language": d.language, "n_tokens": d.n_tokens,
-            "truncated": d.truncated, **asdict(score)}
+            "truncated": d.truncated, "fallback": d.fallback, **asdict(score)}
     budget = guard_budget(clip.duration)
     if d.n_tokens > budget:
         line["hyp_guarded"] = tokenizer.decode(d.tokens[:budget], skip_special_tokens=True)
@@ -322,7 +325,7 @@ def utterance_line(clip: Clip, d: Decoded, tokenizer) -> str:
 
 def summarize_lines(lines: list[str]) -> dict:
     """The summary of utterances.jsonl lines: WER, CIs, breakdowns, flags, the guarded WER, languages."""
-    items, guarded_items, n_cut, languages, n_truncated = [], [], 0, [], 0
+    items, guarded_items, n_cut, languages, n_truncated, n_fallback = [], [], 0, [], 0, 0
     for line in lines:
         u = json.loads(line)
         meta = {k: u[k] for k in ("id", "speaker", "age", "gender", "duration")}
@@ -333,6 +336,7 @@ def summarize_lines(lines: list[str]) -> dict:
                                                     min(u["n_tokens"], budget))))
         languages.append(u["language"] or "none")
         n_truncated += bool(u["truncated"])
+        n_fallback += bool(u.get("fallback"))
     summary = summarize(items)
     guarded = summarize(guarded_items, breakdown_keys=())
     summary["guarded"] = {
@@ -344,7 +348,8 @@ def summarize_lines(lines: list[str]) -> dict:
              summary["n_utts"], summary["n_speakers"], _pct(head["wer"]), _pct(cut["wer"]["whisper"]["wer"]),
              cut["n_cut"], summary["flags"]["hallucination"], head.get("n_skipped_empty_ref", 0))
     summary["languages"] = dict(Counter(languages).most_common())  # most frequent first
-    summary["n_truncated"] = n_truncated
+    summary["n_truncated"] = n_truncated  # as decoded (after any fallback)
+    summary["n_fallback"] = n_fallback  # beam search ran away on these clips; they were decoded greedily
     return summary
 
 
@@ -375,7 +380,8 @@ def _previous_utterances(out: Path, config: EvalConfig, resume: bool) -> dict[st
             log.info("--resume: no earlier evaluation in %s; starting one", out)
         return {}
     saved = read_config_file(saved_file)
-    diff = sorted(k for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v)
+    diff = sorted(k for k, v in asdict(config).items() if k not in RESUME_MAY_CHANGE and saved.get(k) != v
+                  and not (k == "fallback" and config.beam_size == 1))  # greedy: fallback changes nothing
     if diff and resume:
         raise ConfigError(f"--resume: option(s) {diff} differ from {saved_file}; resume with the evaluation's own "
                           f"options (or choose another --out)")

@@ -209,11 +209,12 @@ def _find_run(eval_dir: Path, summary: dict, runs: dict[Path, Run]) -> Run | Non
 
 def decoding_tag(summary: dict) -> str:
     """How an evaluation decoded, when that is not the default (greedy, one clip per window, PyTorch or
-    CTranslate2 float32, both token-identical): "5 beams", "packed", "ct2 int8", joined by ", "."""
+    CTranslate2 float32, both token-identical): "5 beams" (+ "greedy fallback" for runaways), "packed",
+    "ct2 int8", joined by ", "."""
     d = summary.get("decoding") or {}
     tags = []
     if int(d.get("beam_size") or 1) > 1:
-        tags.append(f"{d['beam_size']} beams")
+        tags.append(f"{d['beam_size']} beams" + (f" + {d['fallback']} fallback" if d.get("fallback") else ""))
     if (summary.get("config") or {}).get("pack"):
         tags.append("packed")
     if d.get("backend") == "ct2" and d.get("compute_type", "float32") != "float32":
