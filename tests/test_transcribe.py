@@ -515,3 +515,27 @@ def test_bf16_packed_transcribe_aligns_its_cues(kids_test_clips):
     for r in out:
         words = [w for s in r["segments"] for w in s["words"]]
         assert words and all(0 <= w["start"] <= w["end"] <= r["duration"] for w in words)
+
+
+def test_beam_search_transcribes_like_evaluate_with_beams_and_is_never_packed(tiny_model_dir, kids_test_clips,
+                                                                               monkeypatch):
+    """transcribe --beam-size: each window is decoded as decode_batch decodes it with those beams (greedy fallback
+    for runaways included), even with --pack."""
+    import kidwhisper.transcribe as tr
+    from kidwhisper.decode import decode_batch
+    from kidwhisper.models.load import load_model
+    from kidwhisper.transcribe import transcribe_loaded
+
+    net, processor = load_model(str(tiny_model_dir), device="cpu")
+    audios = [load_audio(p) for _, p, _ in kids_test_clips[:3]]
+    expected = decode_batch(net, processor, audios, max_new_tokens=8, num_beams=2)
+    beams_asked = []
+    monkeypatch.setattr(tr, "decode_batch", lambda *a: beams_asked.append(a[5]) or decode_batch(*a))
+    monkeypatch.setattr(tr, "decode_clips", lambda *a, **k: pytest.fail("beam search must not be packed"))
+    out = transcribe_loaded(net, processor, ["a", "b", "c"], audios, progress=False, max_new_tokens=8, pack=True,
+                            num_beams=2, batch_size=3)
+    assert beams_asked == [2]
+    assert [r["text"] for r in out] == [d.text for d in expected]
+    assert [r["truncated"] for r in out] == [d.truncated for d in expected]
+    with pytest.raises(ValueError, match="--beam-size must be >= 1"):
+        TranscribeConfig(beam_size=0)

@@ -106,6 +106,7 @@ class TranscribeConfig:
     output_dir: str | None = None  # write one OUTPUT_DIR/<stem>.<ext> per input (txt/json/srt/vtt) instead of printing
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto = CUDA, then Apple MPS, then CPU
     batch_size: int = 8  # windows decoded together
+    beam_size: int = 1  # 1 = greedy; more: beam search, a window whose beam output runs away decoded again greedily
     pack: bool = False  # the short files (one window of <= 25 s) of a batch in one encoder pass, as evaluate --pack
     precision: Literal["float32", "bf16", "fp16", "auto"] = "float32"  # matrix products in float32, or bf16/fp16 autocast (auto = bf16 where native)
     progress: bool = True  # show a tqdm progress bar
@@ -115,6 +116,8 @@ class TranscribeConfig:
             raise ConfigError(f"--format {self.format}: choose one of {', '.join(OUTPUT_FORMATS)}")
         if self.batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
+        if self.beam_size < 1:
+            raise ConfigError("--beam-size must be >= 1")
         check_precision(self.precision)
         if self.timestamps is None:
             self.timestamps = self.format != "text" or self.word_timestamps
@@ -231,6 +234,7 @@ class _Batcher:
     timestamps: bool
     pack: bool = False  # short files (one window of <= PACK_SECONDS) of a batch share one encoder pass
     precision: str = "float32"  # resolved (kidwhisper.decode.resolve_precision): float32, bf16 or fp16
+    num_beams: int = 1  # beam search (with the greedy fallback for runaways) decodes every window alone
     pending: list[tuple[_Window, np.ndarray]] = field(default_factory=list)
     silence: SilenceCache = field(default_factory=SilenceCache)  # the packed encoder's silence, kept across batches
 
@@ -255,14 +259,14 @@ class _Batcher:
     def _decode(self, windows: list[_Window], audios: list[np.ndarray]) -> list[torch.Tensor | None]:
         """Decode the windows (short ones packed with ``pack``); their encoder states when ``timestamps``."""
         packed = [i for i, (w, a) in enumerate(zip(windows, audios, strict=True))
-                  if self.pack and w.start == 0 and len(a) <= PACK_SECONDS * SAMPLE_RATE]
+                  if self.pack and self.num_beams == 1 and w.start == 0 and len(a) <= PACK_SECONDS * SAMPLE_RATE]
         packed = packed if len(packed) > 1 else []
         alone = [i for i in range(len(windows)) if i not in set(packed)]
         states: list[torch.Tensor | None] = [None] * len(windows)
         if alone:
             with _encoder_output(self.net) as encoded:
                 decoded = decode_batch(self.net, self.processor, [audios[i] for i in alone], self.language,
-                                       self.max_new_tokens)
+                                       self.max_new_tokens, self.num_beams)
             for k, (i, d) in enumerate(zip(alone, decoded, strict=True)):
                 windows[i].decoded = d
                 if self.timestamps:
@@ -338,7 +342,7 @@ def transcribe_iter(config: TranscribeConfig, files: str | Path | Sequence[str |
     precision = resolve_precision(c.precision, next(net.parameters()).device)
     results = stream_transcripts(net, processor, paths, paths, c.language, c.batch_size, c.progress,
                                  c.model + (f" + {c.adapter}" if c.adapter else ""), MAX_NEW_TOKENS,
-                                 c.timestamps, c.word_timestamps, durations, c.pack, precision)
+                                 c.timestamps, c.word_timestamps, durations, c.pack, precision, c.beam_size)
     for i, result in enumerate(results):
         if targets is not None:
             write_result(result, targets[i], c.format)
@@ -349,28 +353,29 @@ def transcribe_loaded(net, processor, paths: Sequence[str | Path], audios: Seque
                       language: str | None = "en", batch_size: int = 8, progress: bool = True,
                       name: str = "the model", max_new_tokens: int = MAX_NEW_TOKENS,
                       timestamps: bool = True, word_timestamps: bool = False, pack: bool = False,
-                      precision: str = "float32") -> list[dict]:
+                      precision: str = "float32", num_beams: int = 1) -> list[dict]:
     """:func:`transcribe` with a loaded (model, processor) and loaded 16 kHz audio (one per path) and the
     options as arguments.
 
     ``max_new_tokens`` bounds the text of each window (Whisper's own 224 by default); ``precision`` is
-    float32, bf16 or fp16 (:func:`kidwhisper.decode.precision_context`).
+    float32, bf16 or fp16 (:func:`kidwhisper.decode.precision_context`); ``num_beams`` > 1 is beam search
+    with the greedy fallback for runaways (:func:`kidwhisper.decode.decode_batch`).
     """
     return list(stream_transcripts(net, processor, paths, audios, language, batch_size, progress, name,
                                    max_new_tokens, timestamps or word_timestamps, word_timestamps, pack=pack,
-                                   precision=precision))
+                                   precision=precision, num_beams=num_beams))
 
 
 def stream_transcripts(net, processor, paths: Sequence[str | Path], sources: Sequence[str | Path | np.ndarray],
                        language: str | None, batch_size: int, progress: bool, name: str, max_new_tokens: int,
                        timestamps: bool, word_timestamps: bool,
                        durations: Sequence[float | None] | None = None, pack: bool = False,
-                       precision: str = "float32") -> Iterator[dict]:
+                       precision: str = "float32", num_beams: int = 1) -> Iterator[dict]:
     """Read each source (a file path or a 16 kHz array) window by window, decode the windows of all files in
     batches of ``batch_size`` (short files packed with ``pack``), and yield one result per file, in order,
     as soon as its last window is done."""
     forced = _check_language(net, language, name)
-    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps, pack, precision)
+    batcher = _Batcher(net, processor, forced, batch_size, max_new_tokens, timestamps, pack, precision, num_beams)
     if durations is None:
         durations = [len(s) / SAMPLE_RATE if isinstance(s, np.ndarray) else None for s in sources]
     known = None if any(d is None for d in durations) else round(sum(durations), 1)
