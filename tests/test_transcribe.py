@@ -292,7 +292,7 @@ def test_windows_of_several_files_share_batches_and_results_come_early(tmp_path,
         sf.write(paths[-1], _speechlike(seconds, seed=i), SAMPLE_RATE, subtype="FLOAT")
     events, batches = [], []
 
-    def fake_decode(net, processor, audios, language, max_new_tokens):
+    def fake_decode(net, processor, audios, language, max_new_tokens, num_beams=1):
         batches.append(len(audios))
         events.append(("decode", len(audios)))
         return [Decoded(f"w{len(batches)}.{j}", [1], "en", False) for j in range(len(audios))]
@@ -468,7 +468,7 @@ def test_cli_output_dir_and_quiet(tmp_path, kids_test_clips):
     saved = yaml.safe_load((out / "transcribe_config.yaml").read_text())  # the resolved options, flags win
     assert saved == {"model": "whisper-tiny.en", "adapter": None, "language": "en", "format": "vtt",
                      "word_timestamps": True, "timestamps": True, "output_dir": str(out), "device": "auto",
-                     "batch_size": 8, "pack": False, "precision": "float32", "progress": False}
+                     "batch_size": 8, "beam_size": 1, "pack": False, "precision": "float32", "progress": False}
     vtt = (out / f"{Path(a).stem}.vtt").read_text()
     assert vtt.startswith("WEBVTT\n\n00:00:0") and "elephant" in vtt.lower() and "<00:00:0" in vtt
 
