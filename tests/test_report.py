@@ -429,7 +429,9 @@ def test_beam_search_evaluations_are_their_own_configuration():
     base = Path(__file__).resolve().parents[1] / "results" / "baseline" / "whisper-base-en"
     confs, _, _ = collect([base], CompareConfig())
     by_label = {c.label: c for c in confs}
-    assert set(by_label) == {"whisper-base (en)", "whisper-base (en, 5 beams)"}
+    assert set(by_label) == {"whisper-base (en)", "whisper-base (en, 5 beams)",
+                             "whisper-base (en, 5 beams + greedy fallback)"}
+    assert by_label["whisper-base (en, 5 beams + greedy fallback)"].results["kids-dev"][1]["n_fallback"] == 5
     greedy, beams = by_label["whisper-base (en)"], by_label["whisper-base (en, 5 beams)"]
     assert confs[0] is greedy and set(beams.results) == {"kids-dev"}
     assert greedy.results["kids-dev"][0].name == "kids-dev"
