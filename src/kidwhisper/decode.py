@@ -55,10 +55,14 @@ def is_runaway(d: Decoded) -> bool:
     return d.truncated or compression_ratio(d.text) > COMPRESSION_RATIO_THRESHOLD
 
 
-def with_greedy_fallback(decoded: list[Decoded], redecode: Callable[[list[int]], list[Decoded]]) -> list[Decoded]:
-    """``decoded`` (beam search) with each runaway (:func:`is_runaway`) replaced by ``redecode(rows)``, the
-    greedy decoding of those rows, marked ``fallback``. Whisper's ``transcribe`` falls back to sampling at
-    rising temperatures instead; greedy keeps evaluation deterministic."""
+def with_greedy_fallback(decoded: list[Decoded], redecode: Callable[[list[int]], list[Decoded]],
+                         num_beams: int, enabled: bool = True) -> list[Decoded]:
+    """``decoded`` with each runaway (:func:`is_runaway`) replaced by ``redecode(rows)``, the greedy decoding
+    of those rows, marked ``fallback``; ``decoded`` unchanged when it is greedy already (``num_beams`` 1) or
+    the fallback is not ``enabled``. Whisper's ``transcribe`` falls back to sampling at rising temperatures
+    instead; greedy keeps evaluation deterministic."""
+    if num_beams == 1 or not enabled:
+        return decoded
     rows = [i for i, d in enumerate(decoded) if is_runaway(d)]
     if not rows:
         return decoded
@@ -158,14 +162,12 @@ def generate_from_encoder(model, processor, encoder_outputs, language: str | Non
     :func:`decode_batch`, each row cut to its own budget in ``budgets``."""
     states = encoder_outputs.last_hidden_state  # before generate(), which may expand it in place for beams
     decoded = _generate(model, processor, encoder_outputs, language, budgets, num_beams)
-    if num_beams == 1 or not fallback:
-        return decoded
 
     def greedy(rows: list[int]) -> list[Decoded]:
         return _generate(model, processor, BaseModelOutput(last_hidden_state=states[rows]), language,
                          [budgets[i] for i in rows], 1)
 
-    return with_greedy_fallback(decoded, greedy)
+    return with_greedy_fallback(decoded, greedy, num_beams, fallback)
 
 
 def _generate(model, processor, encoder_outputs, language: str | None, budgets: list[int],

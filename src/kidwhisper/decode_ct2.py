@@ -58,10 +58,8 @@ class CT2Decoder:
         """Decode one batch; with beam search and ``fallback``, a clip whose beam output runs away
         (:func:`kidwhisper.decode.is_runaway`) is decoded again greedily."""
         out = self._decode(audios, language, max_new_tokens, num_beams)
-        if num_beams == 1 or not fallback:
-            return out
         return with_greedy_fallback(out, lambda rows: self._decode([audios[i] for i in rows], language,
-                                                                   max_new_tokens, 1))
+                                                                   max_new_tokens, 1), num_beams, fallback)
 
     def _decode(self, audios: list[np.ndarray], language: str | None, max_new_tokens: int,
                 num_beams: int) -> list[Decoded]:
