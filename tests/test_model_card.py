@@ -109,6 +109,36 @@ def test_compare_writes_the_card_of_every_run_it_finds(tmp_path):
     assert "1,000 of 100,000 (1.00 %)" in text and "r=4, alpha=8" in text
 
 
+def _beams(eval_dir: Path, n_fallback: int) -> None:
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    summary["decoding"].update(beam_size=5, fallback="greedy")
+    summary["n_fallback"] = n_fallback
+    (eval_dir / "summary.json").write_text(json.dumps(summary))
+
+
+def test_beam_search_results_get_their_own_table(tmp_path):
+    """The same weights decoded with beams: a second table (beside the stock model's beams, with the clips
+    decoded again), the --beam-size usage line, and a model-index that keeps the greedy results."""
+    run = tmp_path / "runs" / "lora-r4"
+    (run / "adapter").mkdir(parents=True)
+    write_eval(run / "eval" / "kids-test", adapter=str(run / "adapter"), wer=0.31053)
+    _beams(write_eval(run / "eval" / "kids-test-beam5", adapter=str(run / "adapter"), wer=0.29), 2)
+    write_eval(tmp_path / "baseline" / "kids-test", wer=0.41404)
+    _beams(write_eval(tmp_path / "baseline" / "kids-test-beam5", wer=0.38), 5)
+    (run / "train_config.yaml").write_text(yaml.safe_dump({"model": "whisper-base", "strategy": "lora"}))
+    (run / "log.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 1e-3}) + "\n")
+    (run / "summary.json").write_text(json.dumps({"trainable_params": 1000, "total_params": 100_000}))
+    assert compare([tmp_path / "runs", tmp_path / "baseline"], tmp_path / "report")["model_cards"] == \
+        [str(run / "adapter" / "README.md")]
+    text = (run / "adapter" / "README.md").read_text()
+    greedy = json.loads((run / "eval" / "kids-test" / "summary.json").read_text())
+    check_model_index(text, {"kids-test": greedy})  # greedy only in the model-index
+    head, tail = text.split("With 5 beams + greedy fallback (`--beam-size 5`")
+    assert "| kids-test | 20 (4) | 31.1 (28.6-33.6) | 41.4 (38.9-43.9) | 20.0 | 0 |\n" in head
+    assert "| kids-test | 20 (4) | 29.0 (26.5-31.5) | 38.0 (35.5-40.5) | 20.0 | 0 | 2 |" in tail
+    assert f"--adapter {run / 'adapter'} my_child.wav --beam-size 5" in tail
+
+
 def test_weights_claimed_by_two_configurations_get_no_card(tmp_path, caplog):
     """Two result copies whose runs saved to the same directory in turn: which one the weights are is unknown."""
     adapter = tmp_path / "models" / "kids"

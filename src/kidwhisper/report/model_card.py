@@ -103,15 +103,36 @@ def card_data(name: str, base: str, lora: bool, results: dict[str, dict], speech
         metrics=["wer"], eval_results=evals or None)
 
 
-def _results_table(results: dict[str, dict], baseline: dict[str, dict], base_label: str) -> list[str]:
+def _results_table(results: dict[str, dict], baseline: dict[str, dict], base_label: str,
+                   fallbacks: bool = False) -> list[str]:
     hdr = "| Test set | Clips (speakers) | WER % (95 % CI) |" + (f" {base_label} WER % (95 % CI) |" if baseline else "") \
-        + " CER % | Hallucinated clips |"
+        + " CER % | Hallucinated clips |" + (" Clips decoded again greedily |" if fallbacks else "")
     lines = [hdr, "|" + "---|" * hdr.count(" |")]
     for s in _ordered(results):
         r = results[s]
         base = f" {_wer_ci(baseline.get(s))} |" if baseline else ""
+        again = f" {r.get('n_fallback', '-')} |" if fallbacks else ""
         lines.append(f"| {s} | {r.get('n_utts')} ({r.get('n_speakers')}) | {_wer_ci(r)} |{base} "
-                     f"{fmt_pct((r.get('cer') or {}).get('cer'))} | {(r.get('flags') or {}).get('hallucination', '-')} |")
+                     f"{fmt_pct((r.get('cer') or {}).get('cer'))} | {(r.get('flags') or {}).get('hallucination', '-')} |"
+                     f"{again}")
+    return lines
+
+
+def _beam_size(results: dict[str, dict]) -> int:
+    """The beam width the evaluations in ``results`` decoded with (1 = greedy)."""
+    return max((int((r.get("decoding") or {}).get("beam_size") or 1) for r in results.values()), default=1)
+
+
+def _beam_sections(beams: list[tuple[str, dict[str, dict], dict[str, dict]]], base_label: str) -> list[str]:
+    """One results table per beam-search decoding: (tag, results, the zero-shot model's with that decoding)."""
+    lines = []
+    for tag, results, baseline in beams:
+        fallback = any((r.get("decoding") or {}).get("fallback") for r in results.values())
+        lines += [f"With {tag} (`--beam-size {_beam_size(results)}`"
+                  + ("; a clip whose beam output runs away, with no end within the token budget or a gzip "
+                     "compression ratio above 2.4, is decoded again greedily" if fallback else "") + "):", "",
+                  *_results_table(results, {s: b for s, b in baseline.items() if s in results}, base_label,
+                                  fallbacks=fallback), ""]
     return lines
 
 
@@ -149,7 +170,7 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
-def _usage(base: str, lora: bool, name: str) -> list[str]:
+def _usage(base: str, lora: bool, name: str, beam_size: int = 1) -> list[str]:
     hub = hub_id(base)
     if lora:
         load = [f'base = WhisperForConditionalGeneration.from_pretrained("{hub}")',
@@ -164,6 +185,8 @@ def _usage(base: str, lora: bool, name: str) -> list[str]:
     return [
         "With kidwhisper (decodes exactly as the results above were measured):", "", "```bash",
         f"kidwhisper transcribe {cli} my_child.wav",
+        *([f"kidwhisper transcribe {cli} my_child.wav --beam-size {beam_size}  # as the beam-search results"]
+          if beam_size > 1 else []),
         f"kidwhisper evaluate {cli} --data MANIFEST.jsonl --out results/mine", "```", "",
         "With " + ("peft + transformers" if lora else "transformers") + ":", "", "```python",
         f"import soundfile as sf\n{imports}from transformers import WhisperForConditionalGeneration, WhisperProcessor",
@@ -199,7 +222,7 @@ def _data(config: dict, summary: dict, speechocean: bool) -> str:
 
 
 LIMITATIONS = [
-    "- English only, decoded with the language forced to English (greedy, 224-token bound).",
+    "- English only, decoded with the language forced to English (224-token bound).",
     "- Tuned and tested on **read speech**: children reading short English prompts. Spontaneous or "
     "conversational speech, classroom noise and far-field microphones are not tested.",
     "- The speakers are **Mandarin-L1 children** (speechocean762); other first languages, accents and ages "
@@ -213,14 +236,16 @@ LIMITATIONS = [
 
 def model_card(weights_dir: str | Path, config: dict[str, Any], summary: dict[str, Any],
                results: dict[str, dict] | None = None, baseline: dict[str, dict] | None = None,
-               baseline_label: str = "zero-shot") -> str:
+               baseline_label: str = "zero-shot",
+               beams: list[tuple[str, dict[str, dict], dict[str, dict]]] | None = None) -> str:
     """The README.md text for ``weights_dir``.
 
     config / summary: the run's ``train_config.yaml`` / ``summary.json`` (``model`` and ``strategy`` at least).
-    results: test set -> evaluation ``summary.json`` of these weights; baseline: the same for the zero-shot
-    model on the same clips (shown beside them).
+    results: test set -> evaluation ``summary.json`` of these weights, greedy; baseline: the same for the
+    zero-shot model on the same clips (shown beside them). beams: (decoding tag, results, baseline) of the same
+    weights decoded with beam search, each its own table (the model-index keeps the greedy results).
     """
-    results, baseline = results or {}, baseline or {}
+    results, baseline, beams = results or {}, baseline or {}, [b for b in beams or [] if b[1]]
     if not config.get("model"):
         raise ConfigError(f"{weights_dir}: no base model recorded for the model card (train_config.yaml `model`)")
     base, strategy = str(config["model"]), str(config.get("strategy") or "tuned")
@@ -237,13 +262,15 @@ def model_card(weights_dir: str | Path, config: dict[str, Any], summary: dict[st
         body += ["## Results", "", "WER is Whisper-normalized (Whisper's English normalizer on reference and "
                  "hypothesis), in %, with its 95 % confidence interval from a bootstrap over speakers; greedy "
                  "decoding with the language forced to English.", "",
-                 *_results_table(results, {s: b for s, b in baseline.items() if s in results}, baseline_label), ""]
+                 *_results_table(results, {s: b for s, b in baseline.items() if s in results}, baseline_label), "",
+                 *_beam_sections(beams, baseline_label)]
     else:
         body += ["## Results", "", "No test evaluation yet (best dev WER below); `kidwhisper compare` adds them.", ""]
     recipe = {k: v for k, v in config.items() if k not in ("progress",)}
     body += ["## Training recipe", "", *_recipe(config, summary), "", "<details><summary>Resolved training config"
              "</summary>", "", "```yaml", yaml.safe_dump(recipe, sort_keys=False).rstrip(), "```", "", "</details>", "",
-             "## Data", "", _data(config, summary, speechocean), "", "## How to use", "", *_usage(base, lora, where),
+             "## Data", "", _data(config, summary, speechocean), "", "## How to use", "",
+             *_usage(base, lora, where, max((_beam_size(r) for _, r, _ in beams), default=1)),
              "", "## Limitations", "", *LIMITATIONS, "", MARKER]
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n"
 
@@ -317,8 +344,15 @@ def card_for(conf, confs: list, weights: Path) -> str:
         summary.setdefault("best_dev_wer", meta["dev_wer"])
         summary.setdefault("best_step", meta.get("step"))
     base = _zero_shot(conf, confs)
+    beams = []
+    for c in confs:  # the same weights and language decoded with beam search
+        if c is not conf and c.key[:3] == conf.key[:3] and "beams" in c.decoding and "packed" not in c.decoding:
+            b = _zero_shot(c, confs)
+            beams.append((c.decoding, {s: r[1] for s, r in c.results.items()},
+                          {s: r[1] for s, r in b.results.items()} if b else {}))
     return model_card(weights, run_config, summary, {s: r[1] for s, r in conf.results.items()},
-                      {s: r[1] for s, r in base.results.items()} if base else None, base.label if base else "zero-shot")
+                      {s: r[1] for s, r in base.results.items()} if base else None, base.label if base else "zero-shot",
+                      beams)
 
 
 def update_cards(confs: list) -> list[Path]:
