@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,8 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
         pytest.skip("shared data not found")
     cfg = {"out": str(tmp_path / "run"), "data": str(SHARED_DATA), "model": str(tiny_model_dir),
            "test_sets": {"kids-test": "speechocean762-kids/test"}, "limit_train": 6, "limit_dev": 3, "limit_test": 3,
-           "train": {"strategy": "lora", "max_steps": 2, "batch_size": 2, "patience": None}, "eval_batch_size": 3}
+           "train": {"strategy": "lora", "max_steps": 2, "batch_size": 2, "patience": None}, "eval_batch_size": 3,
+           "beam_size": 2}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg))
     cmd = [sys.executable, "-m", "kidwhisper", "run", str(tmp_path / "run.yaml"), "-q"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -34,8 +36,12 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
     assert (out / "eval" / "baseline-en" / "kids-test" / "summary.json").exists()
     assert (out / "run" / "adapter" / "adapter_model.safetensors").exists()
     assert (out / "run" / "eval" / "kids-test" / "summary.json").exists()
+    for d in ("eval/baseline-en-beam2/kids-test", "run/eval-beam2/kids-test"):  # beam_size: greedy and beams
+        decoding = json.loads((out / d / "summary.json").read_text())["decoding"]
+        assert decoding["beam_size"] == 2 and decoding["fallback"] == "greedy"
     rows = list(csv.DictReader(open(out / "report" / "comparison.csv")))
-    assert len(rows) == 2 and any("lora" in row["configuration"] for row in rows)
+    assert len(rows) == 4 and sum("lora" in row["configuration"] for row in rows) == 2
+    assert sum("2 beams + greedy fallback" in row["configuration"] for row in rows) == 2
     report = (out / "report" / "report.md").read_text()
     for row in rows:  # both configurations, each with its kids-test WER as the comparison table has it
         assert f"| {row['configuration']} | kids-test | {row['n_utts']} (" in report
@@ -43,7 +49,7 @@ def test_run_prepares_evaluates_trains_and_compares(tmp_path, tiny_model_dir):
     assert "**Small test sets.** These results come from small subsets (kids-test: 3 clips;" in r.stdout
     card = (out / "run" / "adapter" / "README.md").read_text()  # the model card, with the test results
     assert "model-index:" in card and "name: speechocean762 kids-test (3 clips" in card
-    assert "No test evaluation yet" not in card
+    assert "No test evaluation yet" not in card and "With 2 beams + greedy fallback (`--beam-size 2`" in card
     # A second run finds every step done and changes nothing.
     before = (out / "run" / "summary.json").stat().st_mtime_ns
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)

@@ -34,6 +34,9 @@ class RunConfig:
     baseline_languages: decoding languages for the stock model (``auto`` reproduces the broken setup).
     train: options of ``kidwhisper train`` (TrainConfig fields except model/train/dev/out).
     eval_batch_size: clips per decoding batch.
+    beam_size: above 1, the stock model (each forced baseline language; ``auto`` stays greedy) and the tuned
+    model are also evaluated on every test set with this many beams and the greedy fallback
+    (``evaluate --beam-size``), beside greedy, into ``eval/baseline-LANG-beamN/SET/`` and ``run/eval-beamN/SET/``.
     """
 
     out: str
@@ -49,6 +52,7 @@ class RunConfig:
     baseline_languages: list[str] = field(default_factory=lambda: ["en"])
     train: dict = field(default_factory=dict)
     eval_batch_size: int = 16
+    beam_size: int = 1
     seed: int = 0
     progress: bool = True
 
@@ -58,6 +62,8 @@ class RunConfig:
             raise ConfigError(f"run config: set {sorted(bad)} at the top level of the run config, not under `train:`")
         if not self.test_sets:
             raise ConfigError("run config: `test_sets` must name at least one test set")
+        if self.beam_size < 1:
+            raise ConfigError(f"run config: beam_size must be 1 (greedy only) or more, not {self.beam_size}")
 
 
 def _subset(manifest: Path, n: int | None, out_dir: Path, seed: int) -> Path:
@@ -91,14 +97,15 @@ def _prepare(cfg: RunConfig, name: str, rel: str, limit: int | None) -> Path:
     return _subset(out / "manifest.jsonl", limit, Path(cfg.out) / "data", cfg.seed)
 
 
-def _evaluate(cfg: RunConfig, model: str, adapter: str | None, manifest: Path, out: Path, language: str) -> dict:
+def _evaluate(cfg: RunConfig, model: str, adapter: str | None, manifest: Path, out: Path, language: str,
+              beam_size: int = 1) -> dict:
     from kidwhisper.evaluate import EvalConfig, evaluate
 
     if (out / "summary.json").exists():
         log.info("kept existing evaluation %s", out)
         return json.loads((out / "summary.json").read_text())
     return evaluate(EvalConfig(model=model, adapter=adapter, data=str(manifest), out=str(out), language=language,
-                               batch_size=cfg.eval_batch_size, progress=cfg.progress))
+                               batch_size=cfg.eval_batch_size, beam_size=beam_size, progress=cfg.progress))
 
 
 def run(cfg: RunConfig) -> dict:
@@ -119,9 +126,13 @@ def run(cfg: RunConfig) -> dict:
     dev_manifest = _prepare(cfg, "dev", cfg.dev_set, cfg.limit_dev)
     tests = {name: _prepare(cfg, name, rel, cfg.limit_test) for name, rel in cfg.test_sets.items()}
 
+    beams = f"-beam{cfg.beam_size}"
     for lang in cfg.baseline_languages:
         for name, manifest in tests.items():
             _evaluate(cfg, cfg.model, None, manifest, out / "eval" / f"baseline-{lang}" / name, lang)
+            if cfg.beam_size > 1 and lang != "auto":
+                _evaluate(cfg, cfg.model, None, manifest, out / "eval" / f"baseline-{lang}{beams}" / name, lang,
+                          cfg.beam_size)
 
     run_dir = out / "run"
     tcfg = from_dict(TrainConfig, {**cfg.train, "model": cfg.model, "train": str(train_manifest),
@@ -135,6 +146,9 @@ def run(cfg: RunConfig) -> dict:
     model, adapter = tuned_model(cfg.model, run_dir)
     for name, manifest in tests.items():
         _evaluate(cfg, model, adapter, manifest, run_dir / "eval" / name, tcfg.language)
+        if cfg.beam_size > 1:
+            _evaluate(cfg, model, adapter, manifest, run_dir / f"eval{beams}" / name, tcfg.language,
+                      cfg.beam_size)
     return compare([out / "eval", run_dir], out / "report", CompareConfig(subset=cfg.limit_test is not None))
 
 
