@@ -8,7 +8,7 @@
 # A row whose kids-dev results are committed and whose run directory is gone is not retrained (a row whose
 # weights are committed, lora-isolated-specaug: models/whisper-base-kids, is still evaluated with them).
 # --beams ROW (or whisper-base, the stock model): also 5-beam decoding on kids dev, plain and with the greedy
-# fallback for runaways; with BEAM_TEST=1 in the environment also on kids test, with the fallback.
+# fallback for runaways; with BEAM_TEST=1 in the environment also on kids test and adults test, with the fallback.
 # Usage: [BEAM_TEST=1] bash results/ablation.sh [--final ROW ...] [--beams ROW ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,9 @@ evaluate() {  # OUT_DIR [extra evaluate flags]; model in ARGS, set in SET
 }
 beam_search() {  # DIR: 5 beams on kids dev as transformers decodes (--no-fallback) and with the greedy fallback
   SET=kids-dev; evaluate "$1/kids-dev-beam5" --beam-size 5 --no-fallback; evaluate "$1/kids-dev-beam5-fallback" --beam-size 5
-  if [ "$BEAM_TEST" = 1 ]; then SET=kids-test; evaluate "$1/kids-test-beam5-fallback" --beam-size 5; fi
+  if [ "$BEAM_TEST" = 1 ]; then
+    for SET in kids-test adults-test; do evaluate "$1/$SET-beam5-fallback" --beam-size 5; done
+  fi
 }
 ARGS=(--model whisper-base)  # beam search for the stock model too, when asked for row "whisper-base"
 for f in "${beams[@]}"; do
